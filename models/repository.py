@@ -1,0 +1,167 @@
+"""Record storage operations shared by the API, the demo loader and the indexer.
+
+Every write also appends to the change log in the same transaction, which is
+what lets the indexer refresh incrementally and see deletes as tombstones.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Select, Text, cast, func, select
+from sqlalchemy.orm import Session
+
+from models.db import Capability, Change, Need
+
+RecordKind = Literal["need", "capability"]
+MODELS: dict[str, type[Need] | type[Capability]] = {"need": Need, "capability": Capability}
+
+NEED_FIELDS = (
+    "title", "description", "domain", "region", "publisher", "publisher_type", "status",
+    "visibility", "tags", "budget_wan", "deadline", "contact",
+)
+CAPABILITY_FIELDS = (
+    "title", "description", "organization", "org_type", "domains", "region", "tags", "cases",
+    "visibility", "contact",
+)
+FIELDS: dict[str, tuple[str, ...]] = {"need": NEED_FIELDS, "capability": CAPABILITY_FIELDS}
+
+
+def content_hash(kind: RecordKind, data: dict[str, Any]) -> str:
+    """Hash of every client-supplied field: equal hashes mean nothing to re-index."""
+    payload = {f: data.get(f) for f in FIELDS[kind]}
+    canonical = json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _normalized(kind: RecordKind, data: dict[str, Any]) -> dict[str, Any]:
+    values = {f: data.get(f) for f in FIELDS[kind]}
+    if isinstance(values.get("deadline"), str):
+        values["deadline"] = dt.date.fromisoformat(values["deadline"])
+    values["tags"] = list(values.get("tags") or [])
+    if kind == "capability":
+        values["domains"] = list(values.get("domains") or [])
+    return values
+
+
+def upsert(session: Session, kind: RecordKind, record_id: str, data: dict[str, Any]) -> tuple[Any, bool]:
+    """Insert or replace one record; returns (row, created).
+
+    An unchanged record (same content hash) is not rewritten and logs no change,
+    so re-sending a whole catalogue costs the index nothing.
+    """
+    model = MODELS[kind]
+    values = _normalized(kind, data)
+    digest = content_hash(kind, values)
+    row = session.get(model, record_id)
+    created = row is None
+    if row is not None and row.content_hash == digest:
+        return row, False
+    if row is None:
+        row = model(id=record_id)
+        session.add(row)
+    for field, value in values.items():
+        setattr(row, field, value)
+    row.content_hash = digest
+    # A client-supplied domain replaces any earlier prediction; a missing one is
+    # predicted later by the classifier, which sets these flags itself.
+    row.domain_predicted = False
+    row.domain_scores = None
+    session.add(Change(kind=kind, record_id=record_id, op="upsert"))
+    session.flush()
+    return row, created
+
+
+def delete(session: Session, kind: RecordKind, record_id: str) -> bool:
+    row = session.get(MODELS[kind], record_id)
+    if row is None:
+        return False
+    session.delete(row)
+    session.add(Change(kind=kind, record_id=record_id, op="delete"))
+    session.flush()
+    return True
+
+
+def get(session: Session, kind: RecordKind, record_id: str) -> Any | None:
+    return session.get(MODELS[kind], record_id)
+
+
+def get_many(session: Session, kind: RecordKind, ids: Sequence[str]) -> dict[str, Any]:
+    model = MODELS[kind]
+    out: dict[str, Any] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        for row in session.scalars(select(model).where(model.id.in_(chunk))):
+            out[row.id] = row
+    return out
+
+
+def list_records(
+    session: Session,
+    kind: RecordKind,
+    *,
+    domain: str | None = None,
+    region: str | None = None,
+    status: str | None = None,
+    org_type: str | None = None,
+    include_restricted: bool = False,
+    limit: int = 20,
+    offset: int = 0,
+) -> tuple[list[Any], int]:
+    model = MODELS[kind]
+    stmt: Select[Any] = select(model)
+    if domain:
+        if kind == "need":
+            stmt = stmt.where(model.domain == domain)
+        else:
+            # JSON list membership, portable across SQLite and PostgreSQL: codes are
+            # quoted in the serialized list, so '"code"' cannot match a longer code.
+            stmt = stmt.where(cast(model.domains, Text).contains(f'"{domain}"', autoescape=True))
+    if region:
+        stmt = stmt.where(model.region == region)
+    if status and kind == "need":
+        stmt = stmt.where(model.status == status)
+    if org_type and kind == "capability":
+        stmt = stmt.where(model.org_type == org_type)
+    if not include_restricted:
+        stmt = stmt.where(model.visibility == "public")
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(model.id).limit(limit).offset(offset)).all()
+    return list(rows), int(total)
+
+
+def iter_all(session: Session, kind: RecordKind, batch: int = 1000) -> Iterator[Any]:
+    """Stream every record in id order without loading the table at once."""
+    model = MODELS[kind]
+    last = ""
+    while True:
+        rows = session.scalars(
+            select(model).where(model.id > last).order_by(model.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+        session.expunge_all()
+
+
+def count(session: Session, kind: RecordKind) -> int:
+    model = MODELS[kind]
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def last_change_seq(session: Session) -> int:
+    return int(session.scalar(select(func.max(Change.seq))) or 0)
+
+
+def changes_since(session: Session, seq: int, limit: int = 100_000) -> list[Change]:
+    return list(
+        session.scalars(select(Change).where(Change.seq > seq).order_by(Change.seq).limit(limit))
+    )
+
+
+def record_ids(records: Iterable[Any]) -> list[str]:
+    return [r.id for r in records]

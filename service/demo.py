@@ -1,0 +1,51 @@
+"""Demo corpus: needs, capabilities and graded labels written for this project (data/seed/demo)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import repository
+from models.database import session_scope
+from models.taxonomy import SEED_DIR
+from service.schemas import CapabilityBulkItem, NeedBulkItem
+
+DEMO_DIR = SEED_DIR / "demo"
+
+
+def read_jsonl(folder: Path) -> Iterator[dict[str, Any]]:
+    for path in sorted(folder.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def demo_records(demo_dir: Path = DEMO_DIR) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Validated demo needs and capabilities (validation is the API's, so the demo can't drift)."""
+    needs = [NeedBulkItem.model_validate(r).model_dump() for r in read_jsonl(demo_dir / "needs")]
+    caps = [CapabilityBulkItem.model_validate(r).model_dump()
+            for r in read_jsonl(demo_dir / "capabilities")]
+    return needs, caps
+
+
+def demo_labels(demo_dir: Path = DEMO_DIR) -> list[dict[str, Any]]:
+    return list(read_jsonl(demo_dir / "labels"))
+
+
+def database_is_empty(sessions: sessionmaker[Session]) -> bool:
+    with session_scope(sessions) as session:
+        return repository.count(session, "need") == 0 and repository.count(session, "capability") == 0
+
+
+def load_demo(sessions: sessionmaker[Session], demo_dir: Path = DEMO_DIR) -> tuple[int, int]:
+    needs, caps = demo_records(demo_dir)
+    with session_scope(sessions) as session:
+        for kind, records in (("need", needs), ("capability", caps)):
+            for record in records:
+                data = dict(record)
+                repository.upsert(session, kind, data.pop("id"), data)
+    return len(needs), len(caps)

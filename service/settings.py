@@ -1,0 +1,48 @@
+"""All configuration in one typed object, read from SCENEMATCH_* environment variables."""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCENEMATCH_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="Embedded database, index versions, reports.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "scenematch",
+        description="Built embedding model and downloaded wheels, shared by all data dirs.",
+    )
+    admin_token: str | None = Field(None, description="Bearer token for /v1/admin/*; unset disables admin.")
+    client_tokens: str = Field("", description="Comma-separated bearer tokens allowed to write.")
+    load_demo: bool = Field(True, description="Load the demo corpus into an empty database on start.")
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model name or folder; default offline e5-small."
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted request body.")
+    refresh_interval_s: float = Field(1.0, description="How often stored changes are indexed.")
+    build_index_on_start: bool = Field(True, description="Build the first index if none exists.")
+    cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty = CORS off.")
+    log_level: str = Field("INFO")
+
+    @field_validator("admin_token", "embedding_model", "database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'scenematch.db').resolve()}"
+
+    @cached_property
+    def client_token_list(self) -> list[str]:
+        return [t.strip() for t in self.client_tokens.split(",") if t.strip()]
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
