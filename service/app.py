@@ -12,10 +12,11 @@ from sqlalchemy import delete
 from models.database import make_engine, make_session_factory, migrate, session_scope
 from models.db import Category, Domain
 from models.taxonomy import Taxonomy, default_taxonomy
-from service import demo
+from service import demo, search
 from service.errors import install_error_handlers
+from service.jobs import JobRunner
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.routes import meta, records
+from service.routes import matching, meta, records
 from service.settings import Settings
 from service.state import AppState
 
@@ -49,8 +50,12 @@ def init_state(settings: Settings) -> AppState:
     settings.ensure_dirs()
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
-    state = AppState(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                     taxonomy=default_taxonomy())
+    sessions = make_session_factory(engine)
+    state = AppState(settings=settings, engine=engine, sessions=sessions, taxonomy=default_taxonomy(),
+                     jobs=JobRunner(sessions))
+    interrupted = state.jobs.recover()
+    if interrupted:
+        log.warning("marked %d interrupted job(s) as failed", interrupted)
     seed_taxonomy(state)
     if settings.load_demo and demo.database_is_empty(state.sessions):
         n_needs, n_caps = demo.load_demo(state.sessions)
@@ -65,10 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = init_state(settings)
         app.state.scenematch = state
-        state.engine_ready = True
+        if settings.build_index_on_start:
+            search.start_search(state)
+        else:
+            state.extras["not_ready_reason"] = "search is disabled (SCENEMATCH_BUILD_INDEX_ON_START=false)"
         try:
             yield
         finally:
+            search.stop_search(state)
+            state.jobs.shutdown()
             state.engine.dispose()
 
     app = FastAPI(title="scenematch 场景供需匹配", version="1.0.0", description=DESCRIPTION,
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(records.needs_router)
     app.include_router(records.capabilities_router)
+    app.include_router(matching.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],

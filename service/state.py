@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.taxonomy import Taxonomy
+from service.jobs import JobRunner
 from service.settings import Settings
 
 
@@ -17,6 +18,7 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     taxonomy: Taxonomy
+    jobs: JobRunner
     # Set once the search engine is loaded (see service.app); None means not ready.
     engine_ready: bool = False
     extras: dict[str, Any] = field(default_factory=dict)

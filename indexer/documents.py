@@ -1,0 +1,68 @@
+"""What the index knows of a record: its texts to embed and its filter fields.
+
+The same function turns a database row into an ``IndexDoc`` at build time and at
+incremental refresh, so a record is indexed identically on both paths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+NEED, CAPABILITY = "need", "capability"
+KINDS = (NEED, CAPABILITY)
+# Descriptions up to this length are embedded whole as one passage; longer ones are also
+# split so a long capability can be matched on its best passage.
+PASSAGE_CHARS = 160
+
+
+@dataclass
+class IndexDoc:
+    id: str
+    kind: str
+    title: str
+    body: str
+    domains: list[str]
+    region: str
+    status: str  # needs only; "" for capabilities
+    org_type: str  # capabilities only; "" for needs
+    restricted: bool
+    passages: list[str] = field(default_factory=list)
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.title}。{self.body}" if self.body else self.title
+
+
+def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
+    """Build the index view of a stored need or capability."""
+    body_parts = [row.description or ""]
+    if kind == CAPABILITY and getattr(row, "cases", None):
+        body_parts.append(f"落地案例：{row.cases}")
+    if row.tags:
+        body_parts.append("标签：" + "、".join(row.tags))
+    body = "\n".join(p for p in body_parts if p).strip()
+    if kind == NEED:
+        domains = [row.domain] if row.domain else []
+    else:
+        domains = list(row.domains or [])
+    doc = IndexDoc(
+        id=row.id, kind=kind, title=row.title, body=body, domains=domains,
+        region=row.region or "", status=getattr(row, "status", "") if kind == NEED else "",
+        org_type=getattr(row, "org_type", "") if kind == CAPABILITY else "",
+        restricted=row.visibility == "restricted",
+    )
+    doc.passages = passages_of(doc, splitter)
+    return doc
+
+
+def passages_of(doc: IndexDoc, splitter: Any) -> list[str]:
+    """Sentence-bounded passages of the body (the title is added when embedding)."""
+    if not doc.body:
+        return [doc.title]
+    pieces = splitter.passages(doc.body, max_chars=PASSAGE_CHARS)
+    return [p for p in pieces if p.strip()] or [doc.title]
+
+
+def passage_texts_for_embedding(doc: IndexDoc) -> list[str]:
+    # The title gives every passage its context ("what is this about").
+    return [f"{doc.title}：{p}" if p != doc.title else p for p in doc.passages]

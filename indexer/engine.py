@@ -1,0 +1,229 @@
+"""The served index: an immutable snapshot swapped atomically, kept fresh by a refresher.
+
+A snapshot is the active version's base segments, minus tombstoned rows, plus a delta
+segment of every record changed since that version was built. Queries take the current
+snapshot once and use it to the end, so a swap never disturbs a request in flight.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer import builder
+from indexer.documents import KINDS
+from indexer.embedding import Encoder
+from indexer.segment import Segment
+from indexer.versions import active_version, cleanup, index_root, read_manifest
+from models import repository
+from models.database import session_scope
+
+log = logging.getLogger("scenematch.index")
+# Postgres sequences can commit out of order: re-read this many recent changes each time
+# (re-applying a change is idempotent and its vectors come from the cache).
+RESCAN = 200
+# Past this many changed records the delta is folded into a new version.
+FOLD_AT = 2000
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    model: str
+    manifest: dict[str, Any]
+    base: dict[str, Segment]
+    delta: dict[str, Segment]
+    tombstones: dict[str, np.ndarray]  # base rows hidden because they changed or were deleted
+    watermark: int
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        hidden = {k: frozenset(v.tolist()) for k, v in self.tombstones.items()}
+        object.__setattr__(self, "_hidden", hidden)
+
+    def segments(self, kind: str) -> list[tuple[Segment, np.ndarray | None]]:
+        return [(self.base[kind], self.tombstones[kind]), (self.delta[kind], None)]
+
+    def locate(self, kind: str, record_id: str) -> tuple[Segment, int] | None:
+        delta = self.delta[kind]
+        if record_id in delta.row_of:
+            return delta, delta.row_of[record_id]
+        base = self.base[kind]
+        row = base.row_of.get(record_id)
+        if row is None or row in self._hidden[kind]:  # type: ignore[attr-defined]
+            return None
+        return base, row
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for kind in KINDS:
+            alive = len(self.base[kind]) - len(self.tombstones[kind]) + len(self.delta[kind])
+            out[builder.SEGMENT_DIRS[kind]] = int(alive)
+        return out
+
+
+class SearchEngine:
+    def __init__(self, data_dir: Path, sessions: sessionmaker[Session], encoder: Encoder,
+                 tokenizer: Any, domain_codes: list[str]):
+        self.data_dir, self.sessions, self.encoder = data_dir, sessions, encoder
+        self.tokenizer, self.domain_codes = tokenizer, domain_codes
+        self._snapshot: Snapshot | None = None
+        self._touched: dict[str, set[str]] = {k: set() for k in KINDS}
+        self._seen_seq = 0
+        self._swap_lock = threading.Lock()  # one writer of the snapshot at a time
+        self._build_lock = threading.Lock()  # one full rebuild at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_refresh_error: str | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def root(self) -> Path:
+        return index_root(self.data_dir)
+
+    def open(self, build_if_missing: bool = True) -> bool:
+        """Load the active version (cleaning crash leftovers); build one if there is none."""
+        removed = cleanup(self.root)
+        if removed:
+            log.warning("removed unfinished index folders: %s", removed)
+        version = active_version(self.root)
+        manifest = read_manifest(self.root / version) if version else None
+        if manifest is not None and manifest.get("model") == self.encoder.name:
+            segments = builder.load_segments(self.root / version)
+            self._install(version, manifest, segments)
+            self.refresh()
+            return True
+        if manifest is not None:
+            log.warning("active index %s was built with %s, not %s: rebuilding", version,
+                        manifest.get("model"), self.encoder.name)
+        if not build_if_missing:
+            return False
+        self.rebuild()
+        return True
+
+    def start_refresher(self, interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(interval)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self.refresh()
+                    self.last_refresh_error = None
+                except Exception as exc:  # keep serving; the next tick retries
+                    self.last_refresh_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("index refresh failed: %s", self.last_refresh_error)
+
+        self._thread = threading.Thread(target=loop, name="index-refresher", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Ask for a refresh now (called after every write)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ---- building -------------------------------------------------------------------
+    def rebuild(self, progress: builder.Progress | None = None,
+                dense_kind: str = "auto") -> str:
+        """Full rebuild from the database; the current snapshot serves until the swap."""
+        if not self._build_lock.acquire(blocking=False):
+            raise RuntimeError("a full rebuild is already running")
+        try:
+            version, segments = builder.build_full_version(
+                self.data_dir, self.sessions, self.encoder, self.tokenizer, self.domain_codes,
+                progress=progress, dense_kind=dense_kind)
+            manifest = read_manifest(self.root / version) or {}
+            with self._swap_lock:
+                self._touched = {k: set() for k in KINDS}
+                self._seen_seq = int(manifest.get("watermark", 0))
+                self._install(version, manifest, segments)
+            self.refresh()
+            return version
+        finally:
+            self._build_lock.release()
+
+    def fold(self) -> str:
+        """Write the served snapshot (base + delta) as a new version, without re-embedding."""
+        with self._swap_lock:
+            snap = self._require()
+            keep = {}
+            for kind in KINDS:
+                mask = np.ones(len(snap.base[kind]), dtype=bool)
+                mask[snap.tombstones[kind]] = False
+                keep[kind] = mask
+            version, segments = builder.fold_version(
+                self.data_dir, snap.base, keep, snap.delta, self.encoder, snap.watermark)
+            manifest = read_manifest(self.root / version) or {}
+            self._touched = {k: set() for k in KINDS}
+            self._install(version, manifest, segments)
+            return version
+
+    @property
+    def rebuilding(self) -> bool:
+        return self._build_lock.locked()
+
+    # ---- incremental refresh ----------------------------------------------------------
+    def refresh(self) -> int:
+        """Apply stored changes since the last refresh; returns how many records changed."""
+        with self._swap_lock:
+            snap = self._snapshot
+            if snap is None:
+                return 0
+            with session_scope(self.sessions) as session:
+                changes = repository.changes_since(session, max(0, self._seen_seq - RESCAN))
+            base_watermark = int(snap.manifest.get("watermark", 0))
+            fresh = [c for c in changes if c.seq > base_watermark]
+            new = [c for c in fresh if c.seq > self._seen_seq]
+            if not new:
+                return 0
+            for c in fresh:
+                self._touched[c.kind].add(c.record_id)
+            self._seen_seq = max(c.seq for c in changes)
+            delta, tombstones = {}, {}
+            for kind in KINDS:
+                ids = sorted(self._touched[kind])
+                docs = builder.load_docs(self.sessions, kind, self.tokenizer, ids)
+                embedded = builder.embed_docs(docs, self.encoder, self.tokenizer)
+                delta[kind] = builder.segment_from(kind, embedded, self.domain_codes,
+                                                   reference=snap.base[kind])
+                base = snap.base[kind]
+                tombstones[kind] = np.array(
+                    sorted(base.row_of[i] for i in ids if i in base.row_of), dtype=np.int64)
+            self._snapshot = Snapshot(snap.version, snap.model, snap.manifest, snap.base, delta,
+                                      tombstones, self._seen_seq)
+            n_touched = sum(len(v) for v in self._touched.values())
+        if n_touched >= FOLD_AT and not self.rebuilding:
+            self.fold()
+        return len(new)
+
+    # ---- internals ------------------------------------------------------------------
+    def _install(self, version: str, manifest: dict[str, Any], segments: dict[str, Segment]) -> None:
+        empty = {k: builder.segment_from(k, builder.embed_docs([], self.encoder, self.tokenizer),
+                                         self.domain_codes, reference=segments[k]) for k in KINDS}
+        watermark = int(manifest.get("watermark", 0))
+        self._seen_seq = max(self._seen_seq, watermark)
+        self._snapshot = Snapshot(version, manifest.get("model", self.encoder.name), manifest,
+                                  segments, empty, {k: np.zeros(0, np.int64) for k in KINDS},
+                                  watermark)
+
+    def _require(self) -> Snapshot:
+        if self._snapshot is None:
+            raise RuntimeError("no index is loaded")
+        return self._snapshot

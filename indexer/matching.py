@@ -1,0 +1,108 @@
+"""Matching by id and free-text search over the served snapshot, with explanations."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexer.engine import SearchEngine, Snapshot
+from indexer.explain import Side, explain
+from indexer.ranking import Hit, Query, RankingModel, rank
+from indexer.segment import Filters, Segment
+
+OPEN_STATUSES = ("open", "matching")
+OTHER = {"need": "capability", "capability": "need"}
+DIRECTIONS = {"need": "need_to_capability", "capability": "capability_to_need"}
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass
+class MatchPage:
+    hits: list[Hit]
+    total: int
+    snapshot: Snapshot
+    query_side: Side
+    direction: str
+    target_kind: str
+    took_ms: float = 0.0
+
+
+def record_text(row: Any) -> str:
+    parts = [row.title, row.description or "", getattr(row, "cases", None) or "", "、".join(row.tags or [])]
+    return "。".join(p for p in parts if p)
+
+
+class Matcher:
+    def __init__(self, engine: SearchEngine, model: RankingModel, tokenizer: Any,
+                 domain_names: dict[str, str]):
+        self.engine, self.model, self.tokenizer, self.names = engine, model, tokenizer, domain_names
+
+    def snapshot(self) -> Snapshot:
+        snap = self.engine.snapshot
+        if snap is None:
+            raise RuntimeError("index not loaded")
+        return snap
+
+    # ---- queries --------------------------------------------------------------------
+    def match_record(self, kind: str, record_id: str, *, filters: Filters | None, include_restricted: bool,
+                     limit: int, offset: int, include_closed: bool = False) -> MatchPage:
+        t0 = time.perf_counter()
+        snap = self.snapshot()
+        found = snap.locate(kind, record_id)
+        if found is None:
+            raise NotFound(record_id)
+        seg, row = found
+        if seg.restricted[row] and not include_restricted:
+            raise NotFound(record_id)
+        a, b = seg.passage_range(row)
+        side = Side(title="", text="", passages=seg.passages[a:b],
+                    passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(row),
+                    domain_names=[self.names.get(c, c) for c in seg.domains_of(row)])
+        query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=side.domains,
+                      exclude_id=record_id if OTHER[kind] == kind else None)
+        target = OTHER[kind]
+        statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
+        hits = rank(snap, target, query, self.model, filters=filters,
+                    include_restricted=include_restricted, default_statuses=statuses)
+        return MatchPage(hits[offset:offset + limit], len(hits), snap, side, DIRECTIONS[kind], target,
+                         (time.perf_counter() - t0) * 1000)
+
+    def search(self, text: str, target: str, *, filters: Filters | None, include_restricted: bool,
+               limit: int, offset: int, include_closed: bool = False) -> MatchPage:
+        t0 = time.perf_counter()
+        snap = self.snapshot()
+        encoder = getattr(self.engine.encoder, "inner", self.engine.encoder)  # free text: no cache
+        vector = encoder.encode_queries([text])[0]
+        domains = list(filters.domain) if filters and filters.domain else []
+        side = Side(title="", text=text, passages=[text], passage_vectors=vector[None, :],
+                    domains=domains, domain_names=[self.names.get(c, c) for c in domains])
+        query = Query(vector=vector, tokens=self.tokenizer.tokens(text), domains=domains)
+        statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
+        hits = rank(snap, target, query, self.model, filters=filters,
+                    include_restricted=include_restricted, default_statuses=statuses)
+        return MatchPage(hits[offset:offset + limit], len(hits), snap, side, "search", target,
+                         (time.perf_counter() - t0) * 1000)
+
+    # ---- explanations ---------------------------------------------------------------
+    def explain_hit(self, page: MatchPage, hit: Hit, query_row: Any | None, match_row: Any) -> dict[str, Any]:
+        query_side = page.query_side
+        if query_row is not None:
+            query_side = Side(title=query_row.title, text=record_text(query_row),
+                              passages=query_side.passages, passage_vectors=query_side.passage_vectors,
+                              domains=query_side.domains, domain_names=query_side.domain_names)
+        seg: Segment = hit.segment
+        a, b = seg.passage_range(hit.row)
+        match_side = Side(title=match_row.title, text=record_text(match_row), passages=seg.passages[a:b],
+                          passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(hit.row),
+                          domain_names=[self.names.get(c, c) for c in seg.domains_of(hit.row)])
+        return explain(self.model, hit, page.direction, query_side, match_side, self.tokenizer,
+                       None, self.names)
+
+
+def empty_vector(dim: int) -> np.ndarray:
+    return np.zeros(dim, dtype=np.float32)

@@ -1,0 +1,126 @@
+"""Index versions on disk: DATA_DIR/index/<version>/ with a manifest, and an ACTIVE pointer.
+
+A version is written to a hidden temp folder, fsynced, then renamed into place; the
+ACTIVE file is replaced atomically afterwards. A crash at any point therefore leaves
+either the old pointer (previous version serves) or the new one (complete version),
+and `cleanup` removes whatever half-written folder the crash left behind.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+ACTIVE = "ACTIVE"
+TMP_PREFIX = ".tmp-"
+KEEP = 2  # the active version and the one before it (for rollback)
+
+
+def index_root(data_dir: Path) -> Path:
+    return data_dir / "index"
+
+
+def new_version_name() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(3)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_version(root: Path, version: str, write: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write a version atomically; `write(folder)` fills the folder and returns the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{TMP_PREFIX}{version}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        manifest = write(tmp)
+        manifest = {**manifest, "version": version}
+        path = tmp / MANIFEST
+        with path.open("w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, ensure_ascii=False, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for sub in [tmp, *[p for p in tmp.rglob("*") if p.is_dir()]]:
+            fsync_dir(sub)
+        final = root / version
+        os.replace(tmp, final)
+        fsync_dir(root)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def complete_versions(root: Path) -> list[str]:
+    """Versions with a readable manifest, oldest first (names sort by build time)."""
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and read_manifest(p) is not None)
+
+
+def active_version(root: Path) -> str | None:
+    pointer = root / ACTIVE
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except OSError:
+        name = ""
+    if name and read_manifest(root / name) is not None:
+        return name
+    return None
+
+
+def activate(root: Path, version: str) -> None:
+    """Point ACTIVE at `version` (atomic replace), then drop versions beyond the last KEEP."""
+    if read_manifest(root / version) is None:
+        raise FileNotFoundError(f"index version {version} is not complete")
+    tmp = root / f"{ACTIVE}.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(version)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / ACTIVE)
+    fsync_dir(root)
+    prune(root)
+
+
+def prune(root: Path) -> None:
+    active = active_version(root)
+    versions = complete_versions(root)
+    keep = set(versions[-KEEP:]) | ({active} if active else set())
+    for name in versions:
+        if name not in keep:
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
+def cleanup(root: Path) -> list[str]:
+    """Remove what an interrupted build left: temp folders and versions without a manifest."""
+    removed = []
+    if not root.exists():
+        return removed
+    for p in root.iterdir():
+        if p.is_dir() and (p.name.startswith(TMP_PREFIX) or read_manifest(p) is None):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    (root / f"{ACTIVE}.tmp").unlink(missing_ok=True)
+    return removed

@@ -1,0 +1,101 @@
+"""Bodies of the matching, search and classification endpoints."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator
+
+from service.schemas import NeedStatus, OrgType, StrictModel, _check_domain
+
+
+class MatchFilters(StrictModel):
+    domain: list[str] = Field(default_factory=list, max_length=20, description="Domain codes (any of)")
+    region: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=50)
+    org_type: list[OrgType] = Field(default_factory=list, max_length=5)
+    status: list[NeedStatus] = Field(
+        default_factory=list, max_length=4,
+        description="Need statuses; default for needs: open and matching only")
+
+    @field_validator("domain")
+    @classmethod
+    def _domains_known(cls, value: list[str]) -> list[str]:
+        return [_check_domain(v) for v in value]
+
+
+class SearchRequest(StrictModel):
+    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
+        description="Free text (1–2,000 chars), e.g. 山洪灾害监测预警")
+    target: Literal["capabilities", "needs"] = "capabilities"
+    limit: int = Field(10, ge=1, le=100)
+    offset: int = Field(0, ge=0, le=1000)
+    filters: MatchFilters = Field(default_factory=MatchFilters)
+    include_closed: bool = Field(False, description="Include closed/withdrawn needs")
+
+
+class SharedTerm(BaseModel):
+    term: str = Field(description="Key term on both sides; 'a≈b' when they are synonyms")
+    weight: float = Field(description="Relative weight, 1.0 for the strongest")
+    generic: bool = Field(description="A generic word (系统, 平台…) shown only when nothing specific is shared")
+
+
+class Evidence(BaseModel):
+    query_span: str
+    match_span: str
+    similarity: float = Field(description="Cosine similarity of the two passages")
+
+
+class Signal(BaseModel):
+    label: str
+    raw: float = Field(description="The signal as measured (BM25 score for lexical, cosine for dense)")
+    normalized: float = Field(description="The value the ranking model uses")
+    weight: float
+    contribution: float = Field(description="weight × normalized; contributions + bias = logit")
+    rank: int | None = Field(description="Rank of this candidate by this signal alone")
+
+
+class Explanation(BaseModel):
+    summary: str = Field(description="One Chinese sentence for a non-specialist")
+    shared_terms: list[SharedTerm]
+    evidence: list[Evidence]
+    domain_match: dict[str, Any]
+    signals: dict[str, Signal]
+    score_rule: str
+    bias: float
+    logit: float
+
+
+class MatchItem(BaseModel):
+    rank: int
+    score: float = Field(description="0..1: estimated probability that the match is relevant")
+    id: str
+    kind: Literal["need", "capability"]
+    item: dict[str, Any] = Field(description="The matched record's public fields")
+    explanation: Explanation
+
+
+class MatchResponse(BaseModel):
+    items: list[MatchItem]
+    total: int = Field(description="Candidates ranked (after filters)")
+    limit: int
+    offset: int
+    index_version: str
+    model: str
+    took_ms: float
+    query: dict[str, Any]
+
+
+class ClassifyRequest(StrictModel):
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+    top_k: int = Field(3, ge=1, le=20)
+
+
+class DomainPrediction(BaseModel):
+    code: str
+    name: str
+    category: str
+    score: float = Field(description="0..1, the scores of all 20 domains sum to 1")
+
+
+class ClassifyResponse(BaseModel):
+    items: list[DomainPrediction]
+    model: str

@@ -1,0 +1,68 @@
+"""Starting the search engine for the app, in the background so /healthz answers at once."""
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from indexer.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
+from indexer.engine import SearchEngine
+from indexer.matching import Matcher
+from indexer.ranking import RankingModel
+from indexer.text import get_tokenizer
+from service.state import AppState
+
+log = logging.getLogger("scenematch.search")
+
+
+@lru_cache(maxsize=4)
+def shared_encoder(model: str | None, cache_dir: str) -> Encoder:
+    """One loaded model per process (loading takes seconds and ~1 GB)."""
+    return load_encoder(model, Path(cache_dir))
+
+
+def embedding_cache_path(cache_dir: Path) -> Path:
+    return cache_dir / "embeddings.sqlite"
+
+
+def open_engine(state: AppState) -> SearchEngine:
+    settings = state.settings
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    encoder = CachedEncoder(shared_encoder(settings.embedding_model, str(settings.cache_dir)),
+                            EmbeddingCache(embedding_cache_path(settings.cache_dir)))
+    return SearchEngine(settings.data_dir, state.sessions, encoder, get_tokenizer(),
+                        list(state.taxonomy.domains))
+
+
+def start_search(state: AppState, background: bool = True) -> threading.Thread | None:
+    """Load or build the index, then mark the app ready and keep the index fresh."""
+
+    def run() -> None:
+        try:
+            state.extras["not_ready_reason"] = "loading the embedding model and the index"
+            engine = open_engine(state)
+            state.extras["engine"] = engine
+            engine.open(build_if_missing=True)
+            names = {c: d.name for c, d in state.taxonomy.domains.items()}
+            state.extras["matcher"] = Matcher(engine, RankingModel.load(), engine.tokenizer, names)
+            state.extras["on_change"] = engine.notify
+            engine.start_refresher(state.settings.refresh_interval_s)
+            state.engine_ready = True
+            log.info("search ready: index %s", engine.snapshot.version if engine.snapshot else None)
+        except Exception as exc:  # readiness stays 503 with the reason; the process lives on
+            log.exception("search engine failed to start")
+            state.extras["not_ready_reason"] = f"index failed to load: {type(exc).__name__}"
+
+    if not background:
+        run()
+        return None
+    thread = threading.Thread(target=run, name="search-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_search(state: AppState) -> None:
+    engine = state.extras.get("engine")
+    if engine is not None:
+        engine.close()
