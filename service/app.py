@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             search.stop_search(state)
             state.jobs.shutdown()
+            state.jobs.shutdown()
             state.engine.dispose()
 
     app = FastAPI(title="scenematch 场景供需匹配", version="1.0.0", description=DESCRIPTION,

@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest_model import e5_model_dir  # noqa: F401  (session fixture)
 
 ADMIN = "admin-test-token"
 CLIENT = "client-test-token"
@@ -60,4 +61,29 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) 
 def api(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
     """A client of an app with an empty database and no search engine (records API only)."""
     with TestClient(create_app(make_settings(tmp_path, database_url))) as client:
+        yield client
+
+
+def wait_ready(client: TestClient, timeout: float = 1800.0) -> None:
+    """Block until /readyz answers 200 (the first build of an index embeds the corpus)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"service not ready: {client.get('/readyz').json()}")
+
+
+@pytest.fixture(scope="session")
+def demo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The real service on SQLite with the demo corpus indexed by the real model (shared, read-only).
+
+    Tests that write must use their own app (`make_settings` + a fresh data dir) instead.
+    """
+    root = tmp_path_factory.mktemp("demo")
+    settings = make_settings(root, None, load_demo=True, build_index_on_start=True)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
         yield client
