@@ -12,13 +12,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 scenematch
 WORKDIR /app
 
-# Dependencies first for layer caching; the CPU wheel index keeps torch from pulling CUDA builds.
+# A CPU-only torch wheel index can be given at build time (--build-arg PIP_EXTRA_INDEX_URL=...)
+# to keep the image small; pip reads it from the environment.
+ARG PIP_EXTRA_INDEX_URL=""
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY indexer ./indexer
 COPY models ./models
 COPY data ./data
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+RUN pip install "torch==2.13.0" \
  && pip install -e . \
  && scenematch build-model \
  && mkdir -p /data && chown -R scenematch:scenematch /data /opt/scenematch-cache
