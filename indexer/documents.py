@@ -27,6 +27,10 @@ class IndexDoc:
     org_type: str  # capabilities only; "" for needs
     restricted: bool
     passages: list[str] = field(default_factory=list)
+    # Set when the domains were predicted by indexer/classify.py, not given by the client;
+    # the hash lets a stored prediction be written only onto the content it was made for.
+    domain_predicted: bool = False
+    content_hash: str = ""
 
     @property
     def full_text(self) -> str:
@@ -50,6 +54,8 @@ def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
         region=row.region or "", status=getattr(row, "status", "") if kind == NEED else "",
         org_type=getattr(row, "org_type", "") if kind == CAPABILITY else "",
         restricted=row.visibility == "restricted",
+        domain_predicted=bool(getattr(row, "domain_predicted", False)) and bool(domains),
+        content_hash=getattr(row, "content_hash", "") or "",
     )
     doc.passages = passages_of(doc, splitter)
     return doc

@@ -98,7 +98,7 @@ class SentenceTransformerEncoder(Encoder):
         # rows are put back in input order at the end.
         order = sorted(range(n), key=lambda i: len(texts[i]), reverse=True)
         out = np.empty((n, self.dim), dtype=np.float32)
-        # An empty prompt beats the model's default prompt when it has no named one.
+        # No named prompt: pass an empty one so the model's default_prompt_name cannot apply.
         prompt_kw = {"prompt_name": prompt_name} if prompt_name else {"prompt": ""}
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]

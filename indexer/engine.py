@@ -7,8 +7,10 @@ snapshot once and use it to the end, so a swap never disturbs a request in fligh
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import builder
+from indexer import builder, classify
 from indexer.documents import KINDS
 from indexer.embedding import Encoder
 from indexer.segment import Segment
-from indexer.versions import active_version, cleanup, index_root, read_manifest
+from indexer.versions import activate, active_version, cleanup, index_root, read_manifest
 from models import repository
 from models.database import session_scope
 
@@ -42,6 +44,9 @@ class Snapshot:
     tombstones: dict[str, np.ndarray]  # base rows hidden because they changed or were deleted
     watermark: int
     loaded_at: float = field(default_factory=time.time)
+    # The encoder that built this snapshot: queries must be embedded by it, not by whatever
+    # encoder the engine holds when they run (an adaptation swaps both together).
+    encoder: Encoder | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         hidden = {k: frozenset(v.tolist()) for k, v in self.tombstones.items()}
@@ -175,6 +180,47 @@ class SearchEngine:
             self._install(version, manifest, segments)
             return version
 
+    def switch_encoder(self, encoder: Encoder, progress: builder.Progress | None = None,
+                       accept: Callable[[Snapshot], bool] | None = None,
+                       before_swap: Callable[[], None] | None = None,
+                       wait_s: float = 3600.0) -> str | None:
+        """Rebuild everything with `encoder`, then serve that index and that encoder together.
+
+        The current snapshot (and encoder) serve until the swap. `accept(candidate)` may veto
+        the new snapshot before anything changes (its version is then deleted and None is
+        returned); `before_swap` runs under the swap lock just before the swap (to record the
+        new model as active); if it fails, nothing changes. Waits up to `wait_s` for a
+        rebuild already running.
+        """
+        if not self._build_lock.acquire(timeout=wait_s):
+            raise RuntimeError("a full rebuild is still running")
+        try:
+            version, segments = builder.build_full_version(
+                self.data_dir, self.sessions, encoder, self.tokenizer, self.domain_codes,
+                progress=progress, activate_version=False)
+            manifest = read_manifest(self.root / version) or {}
+            if accept is not None:
+                empty = {k: builder.segment_from(k, builder.embed_docs([], encoder, self.tokenizer),
+                                                 self.domain_codes, reference=segments[k]) for k in KINDS}
+                candidate = Snapshot(version, manifest.get("model", encoder.name), manifest, segments,
+                                     empty, {k: np.zeros(0, np.int64) for k in KINDS},
+                                     int(manifest.get("watermark", 0)), encoder=encoder)
+                if not accept(candidate):
+                    shutil.rmtree(self.root / version, ignore_errors=True)
+                    return None
+            with self._swap_lock:
+                if before_swap is not None:
+                    before_swap()
+                activate(self.root, version)
+                self.encoder = encoder
+                self._touched = {k: set() for k in KINDS}
+                self._seen_seq = int(manifest.get("watermark", 0))
+                self._install(version, manifest, segments)
+            self.refresh()
+            return version
+        finally:
+            self._build_lock.release()
+
     @property
     def rebuilding(self) -> bool:
         return self._build_lock.locked()
@@ -196,18 +242,24 @@ class SearchEngine:
             for c in fresh:
                 self._touched[c.kind].add(c.record_id)
             self._seen_seq = max(c.seq for c in changes)
-            delta, tombstones = {}, {}
+            delta, tombstones, embedded = {}, {}, {}
             for kind in KINDS:
                 ids = sorted(self._touched[kind])
                 docs = builder.load_docs(self.sessions, kind, self.tokenizer, ids)
-                embedded = builder.embed_docs(docs, self.encoder, self.tokenizer)
-                delta[kind] = builder.segment_from(kind, embedded, self.domain_codes,
-                                                   reference=snap.base[kind])
+                embedded[kind] = builder.embed_docs(docs, self.encoder, self.tokenizer)
                 base = snap.base[kind]
                 tombstones[kind] = np.array(
                     sorted(base.row_of[i] for i in ids if i in base.row_of), dtype=np.int64)
+            # Records without a domain get a predicted one; the served base is the example set.
+            served = [(k, snap.base[k], tombstones[k]) for k in KINDS]
+            classify.classify_unlabelled(
+                embedded, self.encoder, self.tokenizer, self.sessions,
+                lambda: classify.segment_examples(self.sessions, served))
+            for kind in KINDS:
+                delta[kind] = builder.segment_from(kind, embedded[kind], self.domain_codes,
+                                                   reference=snap.base[kind])
             self._snapshot = Snapshot(snap.version, snap.model, snap.manifest, snap.base, delta,
-                                      tombstones, self._seen_seq)
+                                      tombstones, self._seen_seq, encoder=snap.encoder)
             n_touched = sum(len(v) for v in self._touched.values())
         if n_touched >= FOLD_AT and not self.rebuilding:
             self.fold()
@@ -221,7 +273,7 @@ class SearchEngine:
         self._seen_seq = max(self._seen_seq, watermark)
         self._snapshot = Snapshot(version, manifest.get("model", self.encoder.name), manifest,
                                   segments, empty, {k: np.zeros(0, np.int64) for k in KINDS},
-                                  watermark)
+                                  watermark, encoder=self.encoder)
 
     def _require(self) -> Snapshot:
         if self._snapshot is None:

@@ -76,7 +76,9 @@ class Matcher:
                limit: int, offset: int, include_closed: bool = False) -> MatchPage:
         t0 = time.perf_counter()
         snap = self.snapshot()
-        encoder = getattr(self.engine.encoder, "inner", self.engine.encoder)  # free text: no cache
+        # The snapshot's own encoder (the model that built it); free text skips the cache.
+        built_by = snap.encoder or self.engine.encoder
+        encoder = getattr(built_by, "inner", built_by)
         vector = encoder.encode_queries([text])[0]
         domains = list(filters.domain) if filters and filters.domain else []
         side = Side(title="", text=text, passages=[text], passage_vectors=vector[None, :],

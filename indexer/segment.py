@@ -44,13 +44,13 @@ class Segment:
     org_type: np.ndarray  # (n,) int8 index into ORG_TYPES, -1 n/a
     restricted: np.ndarray  # (n,) bool
     doc_vectors: np.ndarray  # (n, d) passage-role embedding of the whole text
-    query_vectors: np.ndarray  # (n, d) query-role embedding, used to match this record by id
     passage_vectors: np.ndarray  # (p, d)
     passage_offsets: np.ndarray  # (n+1,) rows' passage ranges
     passages: list[str]
     tokens: list[list[str]]  # kept so a merge can rebuild the lexical index without jieba
     dense: DenseIndex
     lexical: BM25Index
+    own_query_vectors: np.ndarray | None = None  # (n, d) query-role embeddings, needs only
 
     def __post_init__(self) -> None:
         self.row_of = {rid: i for i, rid in enumerate(self.ids)}
@@ -58,10 +58,22 @@ class Segment:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def query_vectors(self) -> np.ndarray:
+        """Vectors used when a record is itself the query (matching by id).
+
+        Needs have their own query-role embeddings (short texts rank better that way);
+        for capabilities, long and descriptive, the document vectors serve: a separate
+        query-role embedding scored within noise of them on the demo labels and would
+        double the embedding cost (docs/quality.md).
+        """
+        return self.doc_vectors if self.own_query_vectors is None else self.own_query_vectors
+
     # ---- building -------------------------------------------------------------------
     @classmethod
     def build(cls, kind: str, docs: list[IndexDoc], domain_codes: list[str], *,
-              doc_vectors: np.ndarray, query_vectors: np.ndarray, passage_vectors: np.ndarray,
+              doc_vectors: np.ndarray, passage_vectors: np.ndarray,
+              query_vectors: np.ndarray | None = None,
               passage_offsets: np.ndarray, tokens: list[list[str]],
               reference: "Segment | None" = None, dense_kind: str = "auto") -> "Segment":
         n = len(docs)
@@ -87,12 +99,13 @@ class Segment:
                                for d in docs], dtype=np.int8),
             restricted=np.array([d.restricted for d in docs], dtype=bool),
             doc_vectors=doc_vectors.astype(np.float32, copy=False).reshape(n, dim),
-            query_vectors=query_vectors.astype(np.float32, copy=False).reshape(n, dim),
             passage_vectors=passage_vectors.astype(np.float32, copy=False).reshape(-1, dim),
             passage_offsets=passage_offsets.astype(np.int64),
             passages=[p for d in docs for p in d.passages],
             tokens=tokens,
             dense=dense,
+            own_query_vectors=None if query_vectors is None
+            else query_vectors.astype(np.float32, copy=False).reshape(n, dim),
             lexical=BM25Index.build(tokens, reference=reference.lexical if reference else None),
         )
 
@@ -125,6 +138,9 @@ class Segment:
             dense.build(doc_vectors, np.arange(n, dtype=np.int64))
         tokens = [base.tokens[r] for r in rows] + delta.tokens
         dim = doc_vectors.shape[1]
+        own_query = None
+        if base.own_query_vectors is not None or delta.own_query_vectors is not None:
+            own_query = np.vstack([base.query_vectors[rows], delta.query_vectors])
         return cls(
             kind=base.kind, domain_codes=base.domain_codes,
             ids=[base.ids[r] for r in rows] + delta.ids,
@@ -135,10 +151,10 @@ class Segment:
             org_type=np.concatenate([base.org_type[rows], delta.org_type]),
             restricted=np.concatenate([base.restricted[rows], delta.restricted]),
             doc_vectors=doc_vectors,
-            query_vectors=np.vstack([base.query_vectors[rows], delta.query_vectors]),
             passage_vectors=np.vstack(pvecs) if pvecs else np.zeros((0, dim), np.float32),
             passage_offsets=np.array(offsets, dtype=np.int64), passages=passages, tokens=tokens,
             dense=dense, lexical=BM25Index.build(tokens),
+            own_query_vectors=own_query,
         )
 
     # ---- filtering ------------------------------------------------------------------
@@ -180,8 +196,9 @@ class Segment:
                  status=self.status, org_type=self.org_type, restricted=self.restricted,
                  passage_offsets=self.passage_offsets)
         np.save(folder / "doc_vectors.npy", self.doc_vectors)
-        np.save(folder / "query_vectors.npy", self.query_vectors)
         np.save(folder / "passage_vectors.npy", self.passage_vectors)
+        if self.own_query_vectors is not None:
+            np.save(folder / "query_vectors.npy", self.own_query_vectors)
         (folder / "records.json").write_text(json.dumps(
             {"kind": self.kind, "domain_codes": self.domain_codes, "ids": self.ids,
              "regions": self.regions, "passages": self.passages, "tokens": self.tokens},
@@ -201,10 +218,11 @@ class Segment:
             domain_mask=fields["domain_mask"], regions=meta["regions"], region=fields["region"],
             status=fields["status"], org_type=fields["org_type"], restricted=fields["restricted"],
             doc_vectors=np.load(folder / "doc_vectors.npy"),
-            query_vectors=np.load(folder / "query_vectors.npy"),
             passage_vectors=np.load(folder / "passage_vectors.npy"),
             passage_offsets=fields["passage_offsets"], passages=meta["passages"], tokens=meta["tokens"],
             dense=DenseIndex.load(folder / "dense"), lexical=BM25Index.load(folder / "lexical"),
+            own_query_vectors=np.load(folder / "query_vectors.npy")
+            if (folder / "query_vectors.npy").exists() else None,
         )
 
 

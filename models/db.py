@@ -22,10 +22,25 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """A UTC timestamp that reads back with its zone on every backend.
+
+    SQLite keeps no zone, so its rows came back naive and the API showed times without "Z"
+    (ambiguous for clients, and not RFC 3339 date-time as /openapi.json promises).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class Base(DeclarativeBase):
@@ -33,9 +48,9 @@ class Base(DeclarativeBase):
 
 
 class TimestampMixin:
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+        UtcDateTime(), default=utcnow, onupdate=utcnow
     )
 
 
@@ -113,7 +128,7 @@ class Change(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "need" | "capability"
     record_id: Mapped[str] = mapped_column(String(64))
     op: Mapped[str] = mapped_column(String(8))  # "upsert" | "delete"
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_changes_kind_record", "kind", "record_id"),)
 
@@ -130,7 +145,7 @@ class Feedback(Base):
     direction: Mapped[str | None] = mapped_column(String(32), nullable=True)
     index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rank_shown: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class IndexVersion(Base):
@@ -140,7 +155,7 @@ class IndexVersion(Base):
     model: Mapped[str] = mapped_column(String(500))
     watermark: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    built_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    built_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class Job(Base):
@@ -152,6 +167,6 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# Browser tests (HTML reports, console) drive Debian's Chromium; install it when missing (root only).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  apt-get install -y chromium fonts-noto-cjk || { apt-get update && apt-get install -y chromium fonts-noto-cjk; }
+fi
 if [ -z "${SCENEMATCH_TEST_POSTGRES_URL:-}" ]; then
   pgdir=$(mktemp -d /tmp/scenematch-pg.XXXXXX)
   trap './scripts/postgres.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT

@@ -15,8 +15,13 @@ from models.taxonomy import Taxonomy, default_taxonomy
 from service import demo, search
 from service.errors import install_error_handlers
 from service.jobs import JobRunner
+from service.metrics import ServiceMetrics
+from service.metrics import router as metrics_router
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.routes import matching, meta, records
+from service.routes import admin, console, feedback, matching, meta, records
+from service.routes import adapt as adapt_routes
+from service.routes import reports as report_routes
+from service.routes import classify as classify_routes
 from service.settings import Settings
 from service.state import AppState
 
@@ -70,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = init_state(settings)
         app.state.scenematch = state
+        metrics.bind(state)
+        state.jobs.on_finish = metrics.observe_job
+        state.extras.setdefault("engine_hooks", []).append(metrics.instrument_engine)
         if settings.build_index_on_start:
             search.start_search(state)
         else:
@@ -79,20 +87,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             search.stop_search(state)
             state.jobs.shutdown()
-            state.jobs.shutdown()
             state.engine.dispose()
 
     app = FastAPI(title="scenematch 场景供需匹配", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
+    metrics = ServiceMetrics()  # per app: tests run many apps in one process
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(meta.router)
     app.include_router(records.needs_router)
     app.include_router(records.capabilities_router)
     app.include_router(matching.router)
+    app.include_router(classify_routes.router)
+    app.include_router(report_routes.router)
+    app.include_router(feedback.router)
+    app.include_router(admin.router)
+    app.include_router(adapt_routes.router)
+    app.include_router(feedback.admin_router)
+    app.include_router(metrics_router)
+    app.include_router(console.router)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"],
                            allow_headers=["*"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, metrics_hook=metrics.observe_request)
     return app

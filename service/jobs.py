@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 import traceback
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -38,6 +40,18 @@ class JobConflict(Exception):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+# An absolute path of two or more parts, e.g. /srv/scenematch/var/index/.tmp-v1/dense.faiss.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/[^\s'\"/:]+){2,}/?")
+
+
+def public_error(exc: BaseException) -> str:
+    """Why a job failed, for the API: the reason without the folders of this machine."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = Path(str(exc.filename)).name if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror}" + (f" ({name})" if name else "")
+    return ABSOLUTE_PATH.sub(lambda m: Path(m.group(0)).name or "/", f"{type(exc).__name__}: {exc}")
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -126,8 +140,7 @@ class JobRunner:
         except Exception as exc:
             log.error("job %s (%s) failed: %s\n%s", job_id, kind, exc, traceback.format_exc())
             # The message is shown to operators: the exception text, never a traceback or path dump.
-            self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
-                      finished_at=utcnow())
+            self._set(job_id, status="failed", error=public_error(exc)[:2000], finished_at=utcnow())
         finally:
             with self._lock:
                 if exclusive is not None and self._exclusive.get(exclusive) == job_id:

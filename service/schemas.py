@@ -28,8 +28,25 @@ def _check_domain(code: str) -> str:
     return code
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL cannot store NUL in text; refuse it on every backend so both behave alike."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
+    return value
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class StorableText(BaseModel):
+    """Mixed into request bodies only, so rows already stored are still shown as they are."""
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return _no_nul(value)
 
 
 class NeedBase(StrictModel):
@@ -60,11 +77,11 @@ class NeedBase(StrictModel):
         return None if value is None else _check_domain(value)
 
 
-class NeedIn(NeedBase):
+class NeedIn(NeedBase, StorableText):
     """Body of PUT /v1/needs/{id}."""
 
 
-class NeedBulkItem(NeedBase):
+class NeedBulkItem(NeedBase, StorableText):
     id: RecordId
 
 
@@ -95,11 +112,11 @@ class CapabilityBase(StrictModel):
         return list(dict.fromkeys(_check_domain(v) for v in value))
 
 
-class CapabilityIn(CapabilityBase):
+class CapabilityIn(CapabilityBase, StorableText):
     """Body of PUT /v1/capabilities/{id}."""
 
 
-class CapabilityBulkItem(CapabilityBase):
+class CapabilityBulkItem(CapabilityBase, StorableText):
     id: RecordId
 
 

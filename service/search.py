@@ -6,11 +6,13 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from indexer.adapt import serving_model
 from indexer.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
 from indexer.engine import SearchEngine
 from indexer.matching import Matcher
 from indexer.ranking import RankingModel
 from indexer.text import get_tokenizer
+from service.reports.rows import KeyTermCache
 from service.state import AppState
 
 log = logging.getLogger("scenematch.search")
@@ -29,7 +31,9 @@ def embedding_cache_path(cache_dir: Path) -> Path:
 def open_engine(state: AppState) -> SearchEngine:
     settings = state.settings
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    encoder = CachedEncoder(shared_encoder(settings.embedding_model, str(settings.cache_dir)),
+    # An adapted model version, when one is active, replaces the configured base model.
+    model = serving_model(settings.data_dir, settings.embedding_model, settings.cache_dir)
+    encoder = CachedEncoder(shared_encoder(model, str(settings.cache_dir)),
                             EmbeddingCache(embedding_cache_path(settings.cache_dir)))
     return SearchEngine(settings.data_dir, state.sessions, encoder, get_tokenizer(),
                         list(state.taxonomy.domains))
@@ -42,10 +46,14 @@ def start_search(state: AppState, background: bool = True) -> threading.Thread |
         try:
             state.extras["not_ready_reason"] = "loading the embedding model and the index"
             engine = open_engine(state)
+            for hook in state.extras.get("engine_hooks", ()):  # e.g. metrics timing the encoder
+                hook(engine)
             state.extras["engine"] = engine
             engine.open(build_if_missing=True)
             names = {c: d.name for c, d in state.taxonomy.domains.items()}
-            state.extras["matcher"] = Matcher(engine, RankingModel.load(), engine.tokenizer, names)
+            # Explaining a page extracts the query's key terms once per match (jieba: most of a
+            # request's time); remembering them serves the other nine (docs/benchmarks.md).
+            state.extras["matcher"] = Matcher(engine, RankingModel.load(), KeyTermCache(engine.tokenizer), names)
             state.extras["on_change"] = engine.notify
             engine.start_refresher(state.settings.refresh_interval_s)
             state.engine_ready = True

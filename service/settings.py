@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(1.0, description="How often stored changes are indexed.")
     build_index_on_start: bool = Field(True, description="Build the first index if none exists.")
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty = CORS off.")
+    report_retention_days: int = Field(30, ge=1, description="Days a generated report file is kept.")
     log_level: str = Field("INFO")
 
     @field_validator("admin_token", "embedding_model", "database_url", mode="before")

@@ -5,12 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from indexer.dense import (
-    FLAT_MAX, DenseIndex, FlatIndex, HNSWIndex, IVFIndex, create_dense_index,
-)
+from indexer.dense import FLAT_MAX, DenseIndex, FlatIndex, IVFIndex, create_dense_index
 
 DIM = 32
-KINDS = ["flat", "hnsw", "ivf", "ivf_sq8"]
+KINDS = ["flat", "ivf"]
 
 
 def _normalise(x):
@@ -21,21 +19,23 @@ def _random(n, dim=DIM, seed=0):
     return _normalise(np.random.default_rng(seed).normal(size=(n, dim)))
 
 
-def _clustered(n, dim, n_clusters, spread, seed=0):
-    """Points around random centres: closer to real embeddings than uniform noise."""
+def _clustered(n, dim, n_clusters, spread, seed):
+    """Points around fixed random centres with noise whose spectrum decays like 1/i, as
+    in real embeddings (low intrinsic dimension); isotropic noise in 384-d would be
+    near-uniform, where no ANN index reaches useful recall."""
+    fixed = np.random.default_rng(0)
+    centres = _normalise(fixed.normal(size=(n_clusters, dim)))
+    basis = np.linalg.qr(fixed.normal(size=(dim, dim)))[0]
+    scale = 1.0 / np.arange(1, dim + 1)
+    scale /= np.linalg.norm(scale)
     rng = np.random.default_rng(seed)
-    centres = _normalise(rng.normal(size=(n_clusters, dim)))
-    x = centres[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, dim)) / np.sqrt(dim)
-    return _normalise(x)
+    noise = (rng.normal(size=(n, dim)) * scale) @ basis.T
+    return _normalise(centres[rng.integers(0, n_clusters, n)] + spread * noise)
 
 
-def _make(kind, n=2000, **kw):
-    if kind == "ivf_sq8":
-        return IVFIndex(DIM, nprobe=1000, sq8=True, **kw)  # probes every cell: exact enough
+def _make(kind, **kw):
     if kind == "ivf":
-        return IVFIndex(DIM, nprobe=1000, **kw)
-    if kind == "hnsw":
-        return HNSWIndex(DIM, ef_search=400, **kw)
+        return IVFIndex(DIM, nprobe=1000, **kw)  # probes every cell: exact up to 8-bit codes
     return FlatIndex(DIM, **kw)
 
 
@@ -126,7 +126,7 @@ def test_filtered_flat_selector_path_is_exact(data):
 @pytest.mark.parametrize("kind", KINDS)
 def test_add_remove_reconstruct(data, kind):
     x, ids, q = data
-    index = _make(kind, compact_fraction=0.9)  # keep tombstones around for HNSW/IVF
+    index = _make(kind, compact_fraction=0.9)  # keep IVF's tombstones around
     index.build(x[:1500], ids[:1500])
     index.add(x[1500:], ids[1500:])
     assert len(index) == 2000
@@ -157,13 +157,17 @@ def test_add_remove_reconstruct(data, kind):
 
 
 def test_auto_compaction_drops_tombstones(data):
-    x, ids, _ = data
-    index = HNSWIndex(DIM, compact_fraction=0.2)
+    x, ids, q = data
+    index = IVFIndex(DIM, nprobe=1000, compact_fraction=0.2)
     index.build(x, ids)
     index.remove(ids[:300])
-    assert index._n_dead == 300
+    assert index._n_dead == 300 and len(index._matrix()) == 2000
     index.remove(ids[300:500])
-    assert index._n_dead == 0 and len(index) == 1500 and index._index.ntotal == 1500
+    assert index._n_dead == 0 and len(index) == 1500 and len(index._matrix()) == 1500
+    assert index._index.ntotal == 1500
+    _, got = index.search(q, 10)
+    _, ref = _brute(x[500:], ids[500:], q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref)]) >= 0.99
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -186,6 +190,20 @@ def test_save_load_roundtrip(tmp_path, data, kind):
     assert len(loaded) == 2000
 
 
+@pytest.mark.parametrize("scale", [1, 1_000_003])  # compact ids use a table, sparse a sorted array
+def test_id_lookup_compact_and_sparse(data, scale):
+    x, _, q = data
+    ids = np.arange(len(x), dtype=np.int64)[::-1] * scale
+    index = FlatIndex(DIM, exact_filter_limit=100)
+    index.build(x, ids)
+    np.testing.assert_array_equal(index.reconstruct(ids[[10, 0, 1999]]), x[[10, 0, 1999]])
+    assert (7 * scale + 1 in index) == (scale == 1) and 10**15 not in index
+    for allowed in (ids[:50], ids[:1500]):  # numpy path, then the selector path
+        _, got = index.search(q, 5, allowed_ids=np.append(allowed, 10**15), excluded_ids=ids[:5])
+        _, ref = _brute(x, ids, q, 5, np.isin(ids, allowed[5:]))
+        np.testing.assert_array_equal(got, ref)
+
+
 def test_empty_and_edge_cases():
     index = FlatIndex(DIM)
     scores, got = index.search(_random(2), 5)
@@ -193,6 +211,13 @@ def test_empty_and_edge_cases():
     index.add(_random(3), [1, 2, 3])  # add before build builds
     _, got = index.search(_random(1), 5)
     assert sorted(got[0, :3]) == [1, 2, 3] and np.all(got[0, 3:] == -1)
+    for empty in (FlatIndex(DIM), IVFIndex(DIM)):
+        empty.build(_random(0), [])
+        assert len(empty) == 0 and np.all(empty.search(_random(1), 3)[1] == -1)
+        empty.add(_random(3), [7, 8, 9])  # IVF trains here, on what it has
+        assert sorted(empty.search(_random(1), 3)[1][0]) == [7, 8, 9]
+        empty.remove([7, 8, 9])
+        assert len(empty) == 0 and np.all(empty.search(_random(1), 3)[1] == -1)
     with pytest.raises(ValueError):
         index.add(_random(2), [4, 4])
     with pytest.raises(ValueError):
@@ -206,26 +231,23 @@ def test_factory():
     assert isinstance(create_dense_index(FLAT_MAX - 1, DIM), FlatIndex)
     big = create_dense_index(1_000_000, DIM)
     assert not isinstance(big, FlatIndex) and big.params()["type"] != "flat"
-    assert isinstance(create_dense_index(10, DIM, kind="ivf", nprobe=8), IVFIndex)
-    assert create_dense_index(10, DIM, kind="hnsw", m=16).params()["m"] == 16
+    assert isinstance(big, IVFIndex) and big.params()["nprobe"] == 96
+    assert create_dense_index(10, DIM, kind="ivf", nprobe=8).params()["nprobe"] == 8
     with pytest.raises(ValueError):
         create_dense_index(10, DIM, kind="annoy")
 
 
 @pytest.fixture(scope="module")
 def clustered():
-    dim = 384
-    x = _clustered(20_000, dim, n_clusters=400, spread=0.6)
-    q = _clustered(200, dim, n_clusters=400, spread=0.6, seed=0)[::-1].copy()
-    q = _normalise(q + 0.05 * np.random.default_rng(5).normal(size=q.shape) / np.sqrt(dim))
-    ids = np.arange(len(x), dtype=np.int64)
-    return x, ids, q
+    # NN cosine ~0.90 like e5; IVF here gets recall@10 0.82 at nprobe=4, 0.99 at 64+
+    x = _clustered(20_000, 384, n_clusters=400, spread=1.0, seed=1)
+    q = _clustered(200, 384, n_clusters=400, spread=1.0, seed=2)
+    return x, np.arange(len(x), dtype=np.int64), q
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_ann_recall_at_10_on_clustered_data(clustered, kind):
+def test_ann_recall_at_10_on_clustered_data(clustered):
     x, ids, q = clustered
-    index = create_dense_index(1_000_000, x.shape[1], kind=kind)  # the tuned defaults
+    index = create_dense_index(len(x), x.shape[1], kind="ivf")  # the tuned defaults
     index.build(x, ids)
     _, got = index.search(q, 10)
     _, ref = _brute(x, ids, q, 10)

@@ -73,7 +73,8 @@ def make_router(kind: RecordKind) -> APIRouter:
     IdPath = Path(pattern=ID_PATTERN, min_length=1, max_length=64,
                   description="Client id: 1–64 chars of A-Za-z0-9_.:-")
 
-    @router.put("/{record_id}", response_model=OutModel, responses=ERRORS,
+    @router.put("/{record_id}", response_model=OutModel,
+                responses={**ERRORS, 201: {"model": OutModel, "description": "Created: the id was new"}},
                 dependencies=[Depends(require_writer)], summary=f"Create or replace a {label}")
     def put_record(body: InModel, response: Response, state: StateDep, session: SessionDep,  # type: ignore[valid-type]
                    admin: AdminViewDep, record_id: str = IdPath) -> dict[str, Any]:

@@ -1,0 +1,218 @@
+"""Measure encoder adaptation on the demo corpus: speed, and quality on held-out labels and CSL dev.
+
+    nice -n 10 python -m indexer.bench_adapt --csl /work/shared/benchmarks/csl/ts_dev.tsv \
+        --max-pairs 512 --write-doc
+
+Loads the demo corpus into a fresh SQLite database, indexes it with the base model, then for
+each variant runs a real adaptation (forced to activate, so its effect can be measured even
+when the guard would refuse it), measures, and rolls back to the base model:
+  corpus  — the records' own title → description/passage pairs only
+  labels  — the same plus the training half of the demo labels (grade 2 positives, grade 0
+            hard negatives)
+Quality: dense and shipped (hybrid) ranking on the held-out half of the labelled needs
+(need → capability and the reverse), on all labelled needs (only unbiased for `corpus`),
+and dense title → abstract retrieval on CSL dev as a regression check.
+Not imported by the package.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from indexer import adapt, adapt_data, adapt_eval
+from indexer.adapt import AdaptConfig, BaseModel
+from indexer.embedding import CachedEncoder, EmbeddingCache, SentenceTransformerEncoder, load_encoder
+from indexer.engine import SearchEngine
+from indexer.evaluation import demo_queries, read_csl, runs_for, score_runs
+from indexer.ranking import RankingModel
+from indexer.text import get_tokenizer
+from models import repository
+from models.database import make_engine, make_session_factory, migrate, session_scope
+from models.embedding_model import default_cache_dir
+from models.taxonomy import SEED_DIR, default_taxonomy
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "quality.md"
+SECTION = "## Encoder adaptation"
+
+
+def load_demo(sessions: Any) -> int:
+    n = 0
+    with session_scope(sessions) as session:
+        for kind, folder in (("need", "needs"), ("capability", "capabilities")):
+            for path in sorted((SEED_DIR / "demo" / folder).glob("*.jsonl")):
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        repository.upsert(session, kind, row.pop("id"), row)
+                        n += 1
+    return n
+
+
+def measure(engine: SearchEngine, labels: list[dict[str, Any]], held: set[str],
+            csl: adapt_eval.RetrievalSet | None) -> dict[str, Any]:
+    snap = engine.snapshot
+    assert snap is not None
+    ranking = RankingModel.load()
+    held_rows = [r for r in labels if r["need_id"] in held]
+    out: dict[str, Any] = {"model": snap.model}
+    for name, rows, reverse in (("held_out", held_rows, False), ("held_out_reverse", held_rows, True),
+                                ("all_labels", labels, False)):
+        queries = demo_queries(rows, reverse=reverse)
+        scores = score_runs(queries, runs_for(snap, queries, ranking, ("dense", "shipped")))
+        out[name] = {"queries": len(queries),
+                     **{f"{system}_ndcg@10": round(m["ndcg@10"], 4) for system, m in scores.items()}}
+    if csl is not None:
+        t0 = time.perf_counter()
+        out["csl_dev"] = adapt_eval.evaluate(engine.encoder, csl)
+        out["csl_dev"]["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def extrapolate(result: dict[str, Any], records: int, target: int, max_pairs: int) -> dict[str, float]:
+    """Seconds to adapt `target` records: linear parts scaled, training bounded by max_pairs."""
+    t, r = result["timings"], target / records
+    rate = result["training"]["pairs_per_s"]
+    train = max_pairs / rate
+    parts = {"collect_s": t["collect_s"] * r, "train_s": train,
+             "evaluate_s": t["evaluate_s"] * r, "reindex_s": t["reindex_s"] * r}
+    return {**{k: round(v, 0) for k, v in {**parts, "total_s": sum(parts.values())}.items()},
+            "max_pairs": max_pairs}
+
+
+def _pair(m: dict[str, Any]) -> str:
+    return f"{m['dense_ndcg@10']:.4f} / {m['shipped_ndcg@10']:.4f}"
+
+
+def _guard_cell(guard: dict[str, Any]) -> str:
+    deltas = ", ".join(f"{c['set']} {c['delta']:+.4f}" for c in guard["checks"] if c["judged"])
+    return f"{'accept' if guard['accepted'] else 'refuse'} ({deltas})"
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    lines = [SECTION, "",
+             f"Measured {report['date']} on this 2-core machine (shared with other work, so timings are "
+             f"noisy), demo corpus of {report['records']} records: `{command}`.", "",
+             "nDCG@10, dense only / shipped ranking (all signals fused, current weights):", "",
+             "| model | held-out need→capability | held-out reverse | all labelled needs | CSL dev (dense) |",
+             "|---|---|---|---|---|"]
+    for name, m in report["states"].items():
+        csl = m.get("csl_dev", {}).get("ndcg@10")
+        lines.append(f"| {name} | {_pair(m['held_out'])} | {_pair(m['held_out_reverse'])} | "
+                     f"{_pair(m['all_labels'])} | {'—' if csl is None else f'{csl:.4f}'} |")
+    held = report["states"]["base"]["held_out"]["queries"]
+    lines += ["", f"Held out: {held} labelled needs, never trained on (graded gains, ranx). `all labelled "
+              "needs` includes the ones the `labels` variant trained on: unbiased only for `base` and "
+              "`corpus`.", "",
+              "| variant | pairs | steps | train s | pairs/s | peak MB | collect s | evaluate s | "
+              "reindex s | total s | guard at tolerance 0.005 (nDCG@10 Δ) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in report["runs"].items():
+        t, tr = run["timings"], run["training"]
+        lines.append(f"| {name} | {tr['pairs_trained']} | {tr['steps']} | {tr['seconds']:.0f} | "
+                     f"{tr['pairs_per_s']:.2f} | {tr.get('peak_rss_mb', '—')} | {t['collect_s']} | "
+                     f"{t['evaluate_s']} | {t['reindex_s']} | {run['seconds']:.0f} | "
+                     f"{_guard_cell(run['guard'])} |")
+    for name, run in report["runs"].items():
+        e = run["extrapolated_10k"]
+        lines.append(f"\n10k records ({name}; extrapolated from this run, not measured): collect "
+                     f"{e['collect_s']:.0f} s, training {e['train_s']:.0f} s (max_pairs={e['max_pairs']}), "
+                     f"evaluation {e['evaluate_s']:.0f} s, reindex {e['reindex_s']:.0f} s: about "
+                     f"{e['total_s'] / 60:.0f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Quality\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csl", type=Path, help="CSL ts_dev.tsv (optional regression check)")
+    ap.add_argument("--csl-limit", type=int, default=None)
+    ap.add_argument("--variants", default="corpus,labels")
+    ap.add_argument("--max-pairs", type=int, default=512)
+    ap.add_argument("--max-seconds", type=float, default=900)
+    ap.add_argument("--json", type=Path, help="also write the raw report here")
+    ap.add_argument("--write-doc", action="store_true", help=f"replace '{SECTION}' in docs/quality.md")
+    ap.add_argument("--from-json", type=Path, help="only render a report saved with --json")
+    args = ap.parse_args(argv)
+    command = "python -m indexer.bench_adapt " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        section = markdown(saved, saved.get("command", command))
+        print(section)
+        if args.write_doc:
+            write_doc(section)
+        return 0
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-adapt-"))
+    db = make_engine(f"sqlite:///{data_dir / 'bench.db'}")
+    migrate(db)
+    sessions = make_session_factory(db)
+    records = load_demo(sessions)
+    cache_dir = default_cache_dir()
+    base_inner = load_encoder(None, cache_dir)
+    encoder = CachedEncoder(base_inner, EmbeddingCache(cache_dir / "embeddings.sqlite"))
+    engine = SearchEngine(data_dir, sessions, encoder, get_tokenizer(), list(default_taxonomy().domains))
+    t0 = time.perf_counter()
+    engine.open(build_if_missing=True)
+    print(f"base index: {records} records in {time.perf_counter() - t0:.0f} s", flush=True)
+    base = BaseModel.resolve(None, cache_dir)
+    labels = adapt_data.read_demo_labels()
+    config0 = AdaptConfig()
+    held = {r["need_id"] for r in labels if adapt_data.held_out(r["need_id"], config0.label_holdout_fraction)}
+    csl = None
+    if args.csl:
+        pairs = read_csl(args.csl, args.csl_limit)
+        csl = adapt_eval.RetrievalSet("csl", [t for t, _ in pairs], [a for _, a in pairs],
+                                      [{i: 1} for i in range(len(pairs))])
+    report: dict[str, Any] = {"date": dt.date.today().isoformat(), "records": records, "command": command,
+                              "max_pairs": args.max_pairs, "states": {}, "runs": {}}
+    report["states"]["base"] = measure(engine, labels, held, csl)
+    print(json.dumps(report["states"]["base"], ensure_ascii=False), flush=True)
+
+    def load(path: str) -> Any:
+        return base_inner if path == base.path else SentenceTransformerEncoder(path)
+
+    for variant in [v for v in args.variants.split(",") if v]:
+        # tolerance 1: always activate, so the effect is measured; the real guard is recomputed.
+        config = AdaptConfig(max_pairs=args.max_pairs, max_seconds=args.max_seconds,
+                             use_demo_labels=variant == "labels", tolerance=1.0)
+        result = adapt.adapt(engine, base, config,
+                             progress=lambda f, m: print(f"  {variant} {f:6.1%} {m}", flush=True))
+        result["guard"] = adapt_eval.guard(result["metrics"]["candidate"], result["metrics"]["active"],
+                                           AdaptConfig().tolerance)
+        result["extrapolated_10k"] = extrapolate(result, records, 10_000, AdaptConfig().max_pairs)
+        report["runs"][variant] = result
+        report["states"][variant] = measure(engine, labels, held, csl)
+        print(json.dumps({k: result[k] for k in ("training", "timings", "seconds", "guard")},
+                         ensure_ascii=False), flush=True)
+        print(json.dumps(report["states"][variant], ensure_ascii=False), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str),
+                                 encoding="utf-8")
+        adapt.rollback(engine, base, load)
+    section = markdown(report, command)
+    print(section)
+    if args.write_doc:
+        write_doc(section)
+    engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Retrieval quality: lexical-only, dense-only and the shipped ranking, measured with ranx.
+
+Two test collections: the demo corpus's graded labels (need → capability, and the
+reverse) and any file in the CSL title → abstract layout (a regression check).
+Everything here runs on a real engine built from a database, so it measures exactly
+what the service serves.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ranx import Qrels, Run, evaluate
+
+from indexer.engine import Snapshot
+from indexer.ranking import SIGNALS, Query, RankingModel, candidate_features, rank
+
+
+METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]
+DEPTH = 100
+
+
+@dataclass
+class LabelledQuery:
+    qid: str
+    source_kind: str  # kind of the record that is the query
+    relevant: dict[str, int]  # target id -> grade
+
+
+def demo_queries(labels: Iterable[dict[str, Any]], reverse: bool = False) -> list[LabelledQuery]:
+    """Need → capability queries from graded labels; `reverse` gives capability → need."""
+    by_query: dict[str, dict[str, int]] = {}
+    for row in labels:
+        q, t = (row["capability_id"], row["need_id"]) if reverse else (row["need_id"], row["capability_id"])
+        by_query.setdefault(q, {})[t] = int(row["grade"])
+    kind = "capability" if reverse else "need"
+    # A query with no relevant target cannot be scored; ranx would count it as 0.
+    return [LabelledQuery(q, kind, rel) for q, rel in sorted(by_query.items()) if max(rel.values()) > 0]
+
+
+def record_query(snapshot: Snapshot, kind: str, record_id: str) -> Query | None:
+    found = snapshot.locate(kind, record_id)
+    if found is None:
+        return None
+    seg, row = found
+    return Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.domains_of(row))
+
+
+def _single_signal_run(snapshot: Snapshot, target: str, query: Query, signal: str) -> dict[str, float]:
+    """Rank the whole target corpus by one signal alone (no fusion, no candidate pre-selection)."""
+    out: dict[str, float] = {}
+    for seg, tomb in snapshot.segments(target):
+        if len(seg) == 0:
+            continue
+        allowed = seg.allowed(None, include_restricted=True, excluded_rows=tomb)
+        if signal == "dense":
+            scores = seg.doc_vectors @ query.vector
+        else:
+            scores = seg.lexical.scores(query.tokens).astype(np.float64)
+        scores = np.where(allowed, scores, -np.inf)
+        top = np.argsort(-scores)[:DEPTH]
+        for r in top:
+            if np.isfinite(scores[r]) and (signal == "dense" or scores[r] > 0):
+                out[seg.ids[int(r)]] = float(scores[r])
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:DEPTH])
+
+
+def runs_for(snapshot: Snapshot, queries: list[LabelledQuery], model: RankingModel,
+             systems: Iterable[str] = ("lexical", "dense", "shipped")) -> dict[str, dict[str, dict[str, float]]]:
+    runs: dict[str, dict[str, dict[str, float]]] = {s: {} for s in systems}
+    for lq in queries:
+        query = record_query(snapshot, lq.source_kind, lq.qid)
+        if query is None:
+            continue
+        target = "capability" if lq.source_kind == "need" else "need"
+        for system in systems:
+            if system == "shipped":
+                hits = rank(snapshot, target, query, model, include_restricted=True)[:DEPTH]
+                run = {h.id: h.logit for h in hits}
+            else:
+                run = _single_signal_run(snapshot, target, query, system)
+            runs[system][lq.qid] = run or {"__none__": 0.0}
+    return runs
+
+
+def score_runs(queries: list[LabelledQuery], runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    qrels = Qrels({q.qid: q.relevant for q in queries})
+    return {name: {k: float(v) for k, v in evaluate(qrels, Run(run), METRICS, make_comparable=True).items()}
+            for name, run in runs.items()}
+
+
+# ---- training data for the fusion -----------------------------------------------------
+def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Signals of every candidate the ranker considers, with the graded label (0 if unlabelled)."""
+    xs, ys, groups = [], [], []
+    for lq in queries:
+        query = record_query(snapshot, lq.source_kind, lq.qid)
+        if query is None:
+            continue
+        target = "capability" if lq.source_kind == "need" else "need"
+        for seg, rows, feats in candidate_features(snapshot, target, query, None, True, None):
+            for i, r in enumerate(rows):
+                xs.append([feats[s][i] for s in SIGNALS])
+                ys.append(lq.relevant.get(seg.ids[int(r)], 0))
+                groups.append(lq.qid)
+    return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.int64), groups
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0,
+                 sample_weight: np.ndarray | None = None) -> RankingModel:
+    """Logistic regression of "relevant (grade ≥ 1)" on the signals; grade 2 counts double."""
+    from sklearn.linear_model import LogisticRegression
+
+    target = (y >= 1).astype(int)
+    weight = np.where(y >= 2, 2.0, 1.0) * (1.0 if sample_weight is None else sample_weight)
+    clf = LogisticRegression(C=c, max_iter=2000)
+    clf.fit(x, target, sample_weight=weight)
+    weights = {s: round(float(w), 4) for s, w in zip(SIGNALS, clf.coef_[0])}
+    return RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4))
+
+
+def folds(qids: list[str], k: int = 5, seed: int = 13) -> list[set[str]]:
+    unique = sorted(set(qids))
+    random.Random(seed).shuffle(unique)
+    return [set(unique[i::k]) for i in range(k)]
+
+
+def cross_validated_runs(snapshot: Snapshot, queries: list[LabelledQuery], c: float = 1.0,
+                         k: int = 5) -> dict[str, dict[str, float]]:
+    """Out-of-fold shipped-ranking run: each query ranked by weights fitted without it."""
+    x, y, groups = training_rows(snapshot, queries)
+    g = np.array(groups)
+    run: dict[str, dict[str, float]] = {}
+    for held in folds(groups, k):
+        mask = np.isin(g, list(held))
+        model = fit_logistic(x[~mask], y[~mask], c)
+        held_queries = [q for q in queries if q.qid in held]
+        run.update(runs_for(snapshot, held_queries, model, systems=("shipped",))["shipped"])
+    return run
+
+
+# ---- CSL title → abstract ------------------------------------------------------------------
+def read_csl(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(title, abstract) pairs from a CSL 'ts' file: `to title<TAB>abstract<TAB>title` per line."""
+    pairs = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 3 and parts[1] and parts[2]:
+                pairs.append((parts[2].strip(), parts[1].strip()))
+    return pairs[:limit] if limit else pairs
+
+
+def csl_records(pairs: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[LabelledQuery]]:
+    """Titles as needs, abstracts as capabilities, each title's own abstract relevant."""
+    needs, caps, queries = [], [], []
+    for i, (title, abstract) in enumerate(pairs):
+        needs.append({"id": f"q{i}", "title": title[:200], "description": ""})
+        # An abstract has no title of its own (the title is the query): its opening stands in.
+        caps.append({"id": f"d{i}", "title": abstract[:40], "description": abstract[40:5000]})
+        queries.append(LabelledQuery(f"q{i}", "need", {f"d{i}": 1}))
+    return needs, caps, queries
+
+

@@ -1,0 +1,296 @@
+"""Encoder adaptation: model versions, the guard, and real adaptation runs through the admin API.
+
+The integration tests share one service (SQLite, two demo domains, real e5 model) and run
+in file order: adapt → refused candidate → crash → restart → rollback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer import adapt_data, adapt_eval
+from indexer.versions import active_version as active_index
+from indexer.versions import index_root
+from indexer.versions import read_manifest as read_index_manifest
+from models import model_versions as mv
+from models import repository
+from models.database import make_engine, make_session_factory, migrate, session_scope
+from service.app import create_app
+from service.demo import demo_records
+from tests.conftest import ADMIN_H, CLIENT_H, make_settings, wait_ready
+
+DOMAINS = {"smart_water", "forestry"}
+# Small and quick: a few steps of real training on short sequences.
+TINY = {"max_pairs": 48, "batch_size": 16, "seed": 7, "tolerance": 0.02}
+
+
+# ---- model versions on disk (no model needed) ------------------------------------------
+def fake_version(root: Path, name: str) -> None:
+    tmp = mv.temp_folder(root, name)
+    (tmp / "model.safetensors").write_bytes(b"weights")
+    mv.commit_version(root, name, {"base_model": "base@x"})
+
+
+def test_versions_activate_prune_and_previous(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    assert mv.active_version(root) is None and mv.previous_version(root) is None
+    for name in ("m1", "m2", "m3"):
+        fake_version(root, name)
+        mv.activate(root, name)
+    assert mv.active_version(root) == "m3"
+    assert mv.complete_versions(root) == ["m2", "m3"]  # the last two are kept
+    assert mv.previous_version(root) == "m2"
+    assert json.loads((root / "m3" / mv.MANIFEST).read_text())["version"] == "m3"
+    mv.activate(root, None)
+    assert (root / mv.ACTIVE).read_text() == mv.BASE and mv.active_version(root) is None
+
+
+def test_cleanup_removes_unfinished_folders_only(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    fake_version(root, "m1")
+    mv.temp_folder(root, "m2")  # a training that died
+    (root / f"{mv.WORK_PREFIX}m2").mkdir()
+    (root / "m3").mkdir()  # no manifest: never completed
+    assert sorted(mv.cleanup(root)) == sorted([f"{mv.TMP_PREFIX}m2", f"{mv.WORK_PREFIX}m2", "m3"])
+    assert mv.complete_versions(root) == ["m1"]
+
+
+def test_second_adapter_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    with pytest.raises(mv.ModelBusy):
+        mv.with_lock(root, lambda: mv.with_lock(root, lambda: None))
+
+
+# ---- metrics and the guard ----------------------------------------------------------------
+def test_ranking_metrics_graded() -> None:
+    scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.9]])
+    qrels = [{1: 2, 0: 0}, {2: 1}]
+    m = adapt_eval.ranking_metrics(scores, qrels)
+    assert m["mrr@10"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
+
+
+def test_guard_refuses_a_loss_beyond_tolerance_and_ignores_tiny_sets() -> None:
+    def sets(pairs: float, labels: float, n_labels: int = 10) -> dict[str, dict[str, Any]]:
+        return {"pairs": {"queries": 30, "ndcg@10": pairs},
+                "labels": {"queries": n_labels, "ndcg@10": labels}}
+
+    assert adapt_eval.guard(sets(0.9, 0.8), sets(0.9, 0.7), 0.005)["accepted"]
+    refused = adapt_eval.guard(sets(0.9, 0.69), sets(0.9, 0.7), 0.005)
+    assert not refused["accepted"] and "labels" in refused["reason"]
+    assert adapt_eval.guard(sets(0.9, 0.1, n_labels=2), sets(0.9, 0.7, n_labels=2), 0.005)["accepted"]
+    assert not adapt_eval.guard({}, {}, 0.005)["accepted"]
+
+
+# ---- training pairs ---------------------------------------------------------------------
+def test_sample_pairs_keeps_labels_and_covers_records_first() -> None:
+    labelled = [{"anchor": f"n{i}", "positive": "c"} for i in range(3)]
+    per_record = [[{"anchor": f"r{i}", "positive": f"p{i}-{j}"} for j in range(3)] for i in range(10)]
+    pairs = adapt_data.sample_pairs(labelled, per_record, 13, seed=1)
+    assert len(pairs) == 13
+    assert sum(p["anchor"].startswith("n") for p in pairs) == 3
+    assert len({p["anchor"] for p in pairs if p["anchor"].startswith("r")}) == 10  # one per record first
+    assert pairs == adapt_data.sample_pairs(labelled, per_record, 13, seed=1)
+
+
+def test_held_out_needs_are_never_trained_on(tmp_path: Path) -> None:
+    from indexer.text import get_tokenizer
+
+    db = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    migrate(db)
+    sessions = make_session_factory(db)
+    load_subset(sessions)
+    config = adapt_data.AdaptConfig(max_pairs=10_000)
+    data = adapt_data.collect(sessions, get_tokenizer(), config)
+    by_name = {s.name: s for s in data.eval_sets}
+    assert len(by_name["labels"]) >= 5 and len(by_name["pairs"]) >= 5
+    held_texts = set(by_name["labels"].queries) | set(by_name["pairs"].queries)
+    trained = {p["anchor"] for p in data.pairs}
+    assert not held_texts & trained
+    held_titles = {q.split("。")[0] for q in by_name["labels"].queries}
+    assert not held_titles & trained
+    assert any("negative" in p for p in data.pairs)  # grade-0 demo labels become hard negatives
+    assert data.counts["label_pairs"] > 0
+    no_labels = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
+        max_pairs=10_000, use_demo_labels=False))
+    assert no_labels.counts["label_pairs"] == 0 and len(no_labels.eval_sets) == len(data.eval_sets)
+
+
+# ---- real adaptation through the API ------------------------------------------------------
+def load_subset(sessions: Any) -> None:
+    needs, caps = demo_records()
+    with session_scope(sessions) as session:
+        for kind, rows in (("need", needs), ("capability", caps)):
+            for row in rows:
+                domains = [row["domain"]] if kind == "need" else row["domains"]
+                if DOMAINS & set(domains):
+                    data = dict(row)
+                    repository.upsert(session, kind, data.pop("id"), data)
+
+
+def wait_job(client: TestClient, job_id: str, timeout: float = 1800.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN_H).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.3)
+    raise TimeoutError(job_id)
+
+
+def run_adapt(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/v1/admin/adapt", json=body, headers=ADMIN_H)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/admin/jobs/{response.json()['job_id']}"
+    return wait_job(client, response.json()["job_id"])
+
+
+def engine_of(client: TestClient) -> Any:
+    return client.app.state.scenematch.extras["engine"]
+
+
+def data_dir_of(client: TestClient) -> Path:
+    return client.app.state.scenematch.settings.data_dir
+
+
+def assert_consistent(client: TestClient) -> dict[str, Any]:
+    """The served index, its manifest on disk, the engine's encoder and ACTIVE_MODEL agree."""
+    engine = engine_of(client)
+    root = index_root(data_dir_of(client))
+    manifest = read_index_manifest(root / active_index(root))
+    status = client.get("/v1/admin/models", headers=ADMIN_H).json()
+    assert manifest["model"] == engine.snapshot.model == engine.encoder.name == status["serving_model"]
+    assert engine.snapshot.encoder is engine.encoder
+    if status["active_version"]:
+        active = next(v for v in status["items"] if v["active"])
+        assert active["model"] == manifest["model"]
+    else:
+        assert manifest["model"] == status["base_model"]
+    return status
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """A service on two demo domains after one successful (tiny) adaptation."""
+    root = tmp_path_factory.mktemp("adapt")
+    settings = make_settings(root, None, build_index_on_start=True, refresh_interval_s=0.2)
+    settings.ensure_dirs()
+    db = make_engine(settings.resolved_database_url)
+    migrate(db)
+    load_subset(make_session_factory(db))
+    db.dispose()
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        base_index = engine_of(client).snapshot.version
+        job = run_adapt(client, TINY)
+        assert job["status"] == "succeeded", job["error"]
+        assert engine_of(client).snapshot.version != base_index
+        yield client, job["result"]
+
+
+@pytest.mark.slow
+def test_adaptation_activates_a_version_and_the_index_uses_it(adapted: tuple[TestClient, dict]) -> None:
+    client, result = adapted
+    assert result["activated"], result["decision"]
+    assert result["training"]["steps"] >= 2 and result["pairs"]["sampled"] == TINY["max_pairs"]
+    assert {c["set"] for c in result["decision"]["checks"]} >= {"pairs", "labels"}
+    assert set(result["metrics"]["candidate"]) == set(result["metrics"]["active"])
+    status = assert_consistent(client)
+    assert status["active_version"] == result["version"] and status["rollback_to"] == "base"
+    manifest = mv.read_manifest(mv.models_root(data_dir_of(client)) / result["version"])
+    for key in ("base_model", "data", "pairs", "hyper_parameters", "metrics", "training", "decision"):
+        assert manifest[key], key
+    assert manifest["hyper_parameters"]["learning_rate"] == 2e-5
+    need_id = client.get("/v1/needs", params={"limit": 1}).json()["items"][0]["id"]
+    matches = client.get(f"/v1/needs/{need_id}/matches")
+    assert matches.status_code == 200 and matches.json()["items"]
+
+
+@pytest.mark.slow
+def test_a_worse_candidate_is_refused(adapted: tuple[TestClient, dict]) -> None:
+    client, first = adapted
+    before = engine_of(client).snapshot.version
+    # A learning rate 500x too high wrecks the encoder within a few steps.
+    job = run_adapt(client, {**TINY, "learning_rate": 1e-2, "tolerance": 0.0})
+    assert job["status"] == "succeeded", job["error"]
+    result = job["result"]
+    assert not result["activated"] and result["version"] is None
+    assert not result["decision"]["accepted"] and "loses" in result["decision"]["reason"]
+    assert any(c["judged"] and not c["passed"] for c in result["decision"]["checks"])
+    assert engine_of(client).snapshot.version == before
+    root = mv.models_root(data_dir_of(client))
+    assert mv.active_version(root) == first["version"] and mv.complete_versions(root) == [first["version"]]
+    assert_consistent(client)
+
+
+@pytest.mark.slow
+def test_a_crash_mid_training_leaves_the_active_model_untouched(adapted: tuple[TestClient, dict]) -> None:
+    client, first = adapted
+    before = engine_of(client).snapshot.version
+    root = mv.models_root(data_dir_of(client))
+    response = client.post("/v1/admin/adapt", json={**TINY, "max_pairs": 320}, headers=ADMIN_H)
+    job_id = response.json()["job_id"]
+    deadline = time.monotonic() + 900
+    while True:  # kill the trainer once it has finished a step: truly mid-training
+        job = client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN_H).json()
+        message = (job.get("result") or {}).get("message", "")
+        if "training step" in message:
+            break
+        assert job["status"] == "running" or job["status"] == "queued", job
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    pid = int(next(root.glob(f"{mv.WORK_PREFIX}*/child.pid")).read_text())
+    os.kill(pid, signal.SIGKILL)
+    job = wait_job(client, job_id)
+    assert job["status"] == "failed" and "killed by signal 9" in job["error"]
+    assert mv.active_version(root) == first["version"] and mv.complete_versions(root) == [first["version"]]
+    assert not [p for p in root.iterdir() if p.name.startswith((mv.TMP_PREFIX, mv.WORK_PREFIX))]
+    assert engine_of(client).snapshot.version == before
+    assert client.get("/readyz").status_code == 200
+    assert_consistent(client)
+
+
+@pytest.mark.slow
+def test_a_restart_serves_the_active_model_without_rebuilding(adapted: tuple[TestClient, dict]) -> None:
+    client, first = adapted
+    settings = client.app.state.scenematch.settings
+    index_before = engine_of(client).snapshot.version
+    with TestClient(create_app(settings.model_copy(update={"refresh_interval_s": 60.0}))) as second:
+        wait_ready(second)
+        engine = engine_of(second)
+        assert engine.snapshot.version == index_before
+        assert engine.encoder.name == first["model"] == engine.snapshot.model
+
+
+@pytest.mark.slow
+def test_rollback_returns_to_the_base_model_and_reindexes(adapted: tuple[TestClient, dict]) -> None:
+    client, first = adapted
+    assert client.post("/v1/admin/model/rollback").status_code == 401
+    response = client.post("/v1/admin/model/rollback", headers=ADMIN_H)
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["rolled_back"] == first["version"] and job["result"]["active_version"] is None
+    status = assert_consistent(client)
+    assert status["active_version"] is None and status["items"] == []
+    again = client.post("/v1/admin/model/rollback", headers=ADMIN_H)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "nothing_to_roll_back"
+
+
+def test_adapt_request_validation(api: TestClient) -> None:
+    bad = api.post("/v1/admin/adapt", json={"learning_rate": 5, "max_pairs": 3, "colour": 1},
+                   headers=ADMIN_H)
+    assert bad.status_code == 422
+    fields = {d["field"] for d in bad.json()["error"]["details"]}
+    assert fields == {"learning_rate", "max_pairs", "colour"}
+    assert api.post("/v1/admin/adapt", json={}, headers=CLIENT_H).status_code == 403
+    assert api.post("/v1/admin/adapt", json={}, headers=ADMIN_H).status_code == 503  # no index loaded
