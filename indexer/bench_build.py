@@ -152,7 +152,7 @@ def bench_parts(n: int, dim: int = 384, seed: int = 3) -> dict:
     lex_s = time.perf_counter() - t0
     lex_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"records": n, "dense_kind": index.params().get("kind"), "dense_build_s": round(dense_s, 2),
+    return {"records": n, "dense_kind": index.params().get("type"), "dense_build_s": round(dense_s, 2),
             "dense_peak_bytes_per_record": round(dense_peak / n), "lexical_build_s": round(lex_s, 2),
             "lexical_peak_bytes_per_record": round(lex_peak / n)}
 
