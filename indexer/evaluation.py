@@ -47,7 +47,7 @@ def record_query(snapshot: Snapshot, kind: str, record_id: str) -> Query | None:
     if found is None:
         return None
     seg, row = found
-    return Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.domains_of(row))
+    return Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.given_domains_of(row))
 
 
 def _single_signal_run(snapshot: Snapshot, target: str, query: Query, signal: str) -> dict[str, float]:

@@ -63,7 +63,7 @@ class Matcher:
         side = Side(title="", text="", passages=seg.passages[a:b],
                     passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(row),
                     domain_names=[self.names.get(c, c) for c in seg.domains_of(row)])
-        query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=side.domains,
+        query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.given_domains_of(row),
                       exclude_id=record_id if OTHER[kind] == kind else None)
         target = OTHER[kind]
         statuses = None if (target != "need" or include_closed) else OPEN_STATUSES

@@ -51,8 +51,12 @@ class Segment:
     dense: DenseIndex
     lexical: BM25Index
     own_query_vectors: np.ndarray | None = None  # (n, d) query-role embeddings, needs only
+    # Rows whose domains were predicted by the classifier rather than given by the client.
+    domain_predicted: np.ndarray | None = None  # (n,) bool
 
     def __post_init__(self) -> None:
+        if self.domain_predicted is None:
+            self.domain_predicted = np.zeros(len(self.ids), dtype=bool)
         self.row_of = {rid: i for i, rid in enumerate(self.ids)}
 
     def __len__(self) -> int:
@@ -98,6 +102,7 @@ class Segment:
             org_type=np.array([ORG_TYPES.index(d.org_type) if d.org_type in ORG_TYPES else -1
                                for d in docs], dtype=np.int8),
             restricted=np.array([d.restricted for d in docs], dtype=bool),
+            domain_predicted=np.array([d.domain_predicted for d in docs], dtype=bool),
             doc_vectors=doc_vectors.astype(np.float32, copy=False).reshape(n, dim),
             passage_vectors=passage_vectors.astype(np.float32, copy=False).reshape(-1, dim),
             passage_offsets=passage_offsets.astype(np.int64),
@@ -150,6 +155,7 @@ class Segment:
             status=np.concatenate([base.status[rows], delta.status]),
             org_type=np.concatenate([base.org_type[rows], delta.org_type]),
             restricted=np.concatenate([base.restricted[rows], delta.restricted]),
+            domain_predicted=np.concatenate([base.domain_predicted[rows], delta.domain_predicted]),
             doc_vectors=doc_vectors,
             passage_vectors=np.vstack(pvecs) if pvecs else np.zeros((0, dim), np.float32),
             passage_offsets=np.array(offsets, dtype=np.int64), passages=passages, tokens=tokens,
@@ -189,11 +195,16 @@ class Segment:
     def domains_of(self, row: int) -> list[str]:
         return [self.domain_codes[j] for j in np.flatnonzero(self.domain_mask[row])]
 
+    def given_domains_of(self, row: int) -> list[str]:
+        """Domains the client gave (none when they were predicted): what ranking may rely on."""
+        return [] if self.domain_predicted[row] else self.domains_of(row)
+
     # ---- persistence ----------------------------------------------------------------
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "fields.npz", domain_mask=self.domain_mask, region=self.region,
                  status=self.status, org_type=self.org_type, restricted=self.restricted,
+                 domain_predicted=self.domain_predicted,
                  passage_offsets=self.passage_offsets)
         np.save(folder / "doc_vectors.npy", self.doc_vectors)
         np.save(folder / "passage_vectors.npy", self.passage_vectors)
@@ -217,6 +228,7 @@ class Segment:
             kind=meta["kind"], domain_codes=meta["domain_codes"], ids=meta["ids"],
             domain_mask=fields["domain_mask"], regions=meta["regions"], region=fields["region"],
             status=fields["status"], org_type=fields["org_type"], restricted=fields["restricted"],
+            domain_predicted=fields["domain_predicted"] if "domain_predicted" in fields.files else None,
             doc_vectors=np.load(folder / "doc_vectors.npy"),
             passage_vectors=np.load(folder / "passage_vectors.npy"),
             passage_offsets=fields["passage_offsets"], passages=meta["passages"], tokens=meta["tokens"],
