@@ -158,9 +158,13 @@ def _label_set(name: str, description: str, grades: dict[tuple[str, str], int], 
     """Held-out needs (full text, query role) against every capability (full text)."""
     cap_ids = sorted(caps)
     row_of = {c: i for i, c in enumerate(cap_ids)}
+    by_need: dict[str, dict[int, int]] = {}
+    for (n, c), g in grades.items():
+        if c in row_of:
+            by_need.setdefault(n, {})[row_of[c]] = g
     queries, qrels, ids = [], [], []
     for need_id in need_ids:
-        rel = {row_of[c]: g for (n, c), g in grades.items() if n == need_id and c in row_of}
+        rel = by_need.get(need_id, {})
         if any(g > 0 for g in rel.values()):
             queries.append(needs[need_id].full_text)
             qrels.append(rel)
@@ -184,10 +188,13 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
             labels[(row["need_id"], row["capability_id"])] = int(row["grade"])
 
     labelled_needs = {n for n, _ in labels} | {n for n, _ in feedback if n in needs}
+    labelled_caps = {c for _, c in labels} | {c for _, c in feedback}
     eval_needs = sorted(n for n in labelled_needs if held_out(n, config.label_holdout_fraction))
     docs = [*needs.values(), *caps.values()]
-    candidates = sorted((d for d in docs if d.body and d.id not in labelled_needs),
-                        key=lambda d: _order_key(f"{d.kind}:{d.id}"))
+    # Held-out records must not reappear in training, not even as a labelled pair's side.
+    unlabelled = [d for d in docs if d.body
+                  and d.id not in (labelled_needs if d.kind == NEED else labelled_caps)]
+    candidates = sorted(unlabelled, key=lambda d: _order_key(f"{d.kind}:{d.id}"))
     n_hold = min(config.max_holdout_records, max(5, round(config.holdout_fraction * len(docs))))
     hold_docs = candidates[:n_hold]
     excluded = {(NEED, n) for n in eval_needs} | {(d.kind, d.id) for d in hold_docs}
@@ -235,7 +242,7 @@ def sample_pairs(supervised: list[dict[str, str]], per_record: list[list[dict[st
     rng = random.Random(seed)
     labelled = list(supervised)
     rng.shuffle(labelled)
-    chosen = labelled[:max_pairs // 2 if per_record else max_pairs]
+    chosen = labelled[:max_pairs // 2 if any(per_record) else max_pairs]
     groups = [list(g) for g in per_record if g]
     rng.shuffle(groups)
     depth = 0

@@ -20,6 +20,10 @@ from indexer.ranking import Query, RankingModel, rank
 K = 10
 # Fewer held-out queries than this make a set too noisy to veto (or allow) a model.
 MIN_QUERIES = {"pairs": 5, "labels": 5, "feedback": 5}
+# Sets that measure matching (need → capability). One of them must be judged: title →
+# description retrieval alone is the training objective itself, and models that improved
+# it were measured to match worse (docs/quality.md, "Encoder adaptation").
+MATCHING_SETS = ("labels", "feedback", "labels_served", "feedback_served")
 
 
 @dataclass
@@ -126,9 +130,11 @@ def guard(candidate: dict[str, dict[str, Any]], active: dict[str, dict[str, Any]
                        "queries": cand["queries"], "judged": judged,
                        "passed": (not judged) or c >= a - tolerance})
     judged = [c for c in checks if c["judged"]]
-    accepted = bool(judged) and all(c["passed"] for c in judged)
-    if not judged:
-        reason = "no held-out set has enough queries to judge the candidate"
+    matching = [c for c in judged if c["set"] in MATCHING_SETS]
+    accepted = bool(matching) and all(c["passed"] for c in judged)
+    if not matching:
+        reason = (f"no labelled need → capability data to judge matching on (at least "
+                  f"{MIN_QUERIES['feedback']} held-out needs with feedback or demo labels are needed)")
     elif accepted:
         reason = "the candidate does not lose on any held-out set"
     else:

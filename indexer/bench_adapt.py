@@ -6,9 +6,10 @@
 Loads the demo corpus into a fresh SQLite database, indexes it with the base model, then for
 each variant runs a real adaptation (forced to activate, so its effect can be measured even
 when the guard would refuse it), measures, and rolls back to the base model:
-  corpus  — the records' own title → description/passage pairs only
-  labels  — the same plus the training half of the demo labels (grade 2 positives, grade 0
-            hard negatives)
+  corpus         — the records' own title → passage pairs only (no labels)
+  corpus+labels  — the same plus the training half of the demo labels (grade 2 positives,
+                   grade 0 hard negatives)
+  labels         — the training half of the demo labels only
 Quality: dense and shipped (hybrid) ranking on the held-out half of the labelled needs
 (need → capability and the reverse), on all labelled needs (only unbiased for `corpus`),
 and dense title → abstract retrieval on CSL dev as a regression check.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 import tempfile
 import time
@@ -39,6 +39,11 @@ from models.embedding_model import default_cache_dir
 from models.taxonomy import SEED_DIR, default_taxonomy
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "quality.md"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "corpus": {"record_pairs": "passages", "use_demo_labels": False},
+    "corpus+labels": {"record_pairs": "passages", "use_demo_labels": True},
+    "labels": {"record_pairs": "none", "use_demo_labels": True},
+}
 SECTION = "## Encoder adaptation"
 
 
@@ -108,8 +113,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
                      f"{_pair(m['all_labels'])} | {'—' if csl is None else f'{csl:.4f}'} |")
     held = report["states"]["base"]["held_out"]["queries"]
     lines += ["", f"Held out: {held} labelled needs, never trained on (graded gains, ranx). `all labelled "
-              "needs` includes the ones the `labels` variant trained on: unbiased only for `base` and "
-              "`corpus`.", "",
+              "needs` includes the needs whose labels the label variants trained on: unbiased only for "
+              "`base` and `corpus`.", "",
               "| variant | pairs | steps | train s | pairs/s | peak MB | collect s | evaluate s | "
               "reindex s | total s | guard at tolerance 0.005 (nDCG@10 Δ) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -128,13 +133,19 @@ def markdown(report: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- bench_adapt: begin -->", "<!-- bench_adapt: end -->"
+
+
 def write_doc(section: str) -> None:
+    """Replace the measured part of the section (between its markers); prose around it stays."""
+    body = section.split("\n", 2)[2]  # without the heading
+    measured = f"{BEGIN}\n{body.strip()}\n{END}"
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Quality\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + measured + rest.split(END, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n\n" + section
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{measured}\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text, encoding="utf-8")
 
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csl", type=Path, help="CSL ts_dev.tsv (optional regression check)")
     ap.add_argument("--csl-limit", type=int, default=None)
-    ap.add_argument("--variants", default="corpus,labels")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
     ap.add_argument("--max-pairs", type=int, default=512)
     ap.add_argument("--max-seconds", type=float, default=900)
     ap.add_argument("--json", type=Path, help="also write the raw report here")
@@ -190,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for variant in [v for v in args.variants.split(",") if v]:
         # tolerance 1: always activate, so the effect is measured; the real guard is recomputed.
-        config = AdaptConfig(max_pairs=args.max_pairs, max_seconds=args.max_seconds,
-                             use_demo_labels=variant == "labels", tolerance=1.0)
+        config = AdaptConfig(max_pairs=args.max_pairs, max_seconds=args.max_seconds, tolerance=1.0,
+                             **VARIANTS[variant])
         result = adapt.adapt(engine, base, config,
                              progress=lambda f, m: print(f"  {variant} {f:6.1%} {m}", flush=True))
         result["guard"] = adapt_eval.guard(result["metrics"]["candidate"], result["metrics"]["active"],

@@ -22,7 +22,7 @@ from indexer import builder, classify
 from indexer.documents import KINDS
 from indexer.embedding import Encoder
 from indexer.segment import Segment
-from indexer.versions import activate, active_version, cleanup, index_root, read_manifest
+from indexer.versions import activate, active_version, cleanup, index_root, prune, read_manifest
 from models import repository
 from models.database import session_scope
 
@@ -102,6 +102,9 @@ class SearchEngine:
         removed = cleanup(self.root)
         if removed:
             log.warning("removed unfinished index folders: %s", removed)
+        # A kill between a version's rename into place and its activation leaves one complete
+        # version too many; activation would have pruned it.
+        prune(self.root)
         version = active_version(self.root)
         manifest = read_manifest(self.root / version) if version else None
         if manifest is not None and manifest.get("model") == self.encoder.name:

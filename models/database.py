@@ -11,6 +11,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Every request thread (anyio's pool: 40) may hold a connection while it explains matches, plus
+# the refresher, job workers and metrics; a smaller pool made 64 concurrent searches wait 30 s
+# for a connection and fail (docs/reliability.md).
+POOL_MAX = 56
 
 
 def make_engine(url: str) -> Engine:
@@ -25,7 +29,7 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=8,
-            max_overflow=16,
+            max_overflow=POOL_MAX - 8,
         )
 
         @event.listens_for(engine, "connect")
@@ -38,7 +42,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=POOL_MAX - 10)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -130,9 +130,11 @@ async def run_cell(http: httpx.AsyncClient, cell: Cell, make: Callable[[int], tu
 
 async def levels(t: Target, http: httpx.AsyncClient, args: argparse.Namespace) -> list[Cell]:
     cells = []
-    for name, make, headers in (("match by id", t.match, {}), ("free-text search", t.search, {}),
-                                (f"bulk upsert ({args.bulk_size} items)", lambda i: t.bulk(i, args.bulk_size),
-                                 t.client_h)):
+    for op, name, make, headers in (("match", "match by id", t.match, {}), ("search", "free-text search", t.search, {}),
+                                    ("bulk", f"bulk upsert ({args.bulk_size} items)",
+                                     lambda i: t.bulk(i, args.bulk_size), t.client_h)):
+        if op not in args.ops:
+            continue
         for level in args.levels:
             cell = await run_cell(http, Cell(name, level), make, headers, max(args.requests, 2 * level),
                                   args.seconds)
@@ -255,6 +257,8 @@ def main() -> None:
     parser.add_argument("--client-token", default=(os.environ.get("SCENEMATCH_CLIENT_TOKENS", "").split(",") or [""])[0])
     parser.add_argument("--mode", choices=("levels", "reindex", "bulk", "all"), default="all")
     parser.add_argument("--levels", default="1,4,16,64", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--ops", default="match,search,bulk", type=lambda s: s.split(","),
+                        help="operations of --mode levels")
     parser.add_argument("--requests", type=int, default=64, help="answers per cell (at least 2 × concurrency)")
     parser.add_argument("--seconds", type=float, default=60, help="time limit per cell")
     parser.add_argument("--bulk-size", type=int, default=50)

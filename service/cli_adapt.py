@@ -17,43 +17,45 @@ def _run_job(kind: str, params: dict[str, Any], label: str,
              work: Callable[[Any, Callable[[float, str], None]], dict[str, Any]]) -> dict[str, Any]:
     """Open the engine on the data dir, run `work(engine, progress)` as a recorded job with a bar."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from service.search import open_engine
 
     configure_logging("WARNING")
     console = Console(stderr=True)
-    state = ops_state()
-    with console.status("加载嵌入模型与索引 (loading the model and the index)…"):
-        engine = open_engine(state)
-        engine.open(build_if_missing=True)
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task(label, total=1.0)
+    with ops_state() as state:
+        with console.status("加载嵌入模型与索引 (loading the model and the index)…"):
+            engine = open_engine(state)
+            engine.open(build_if_missing=True)
+        try:
+            return _follow(state, engine, console, kind, params, label, work)
+        finally:
+            engine.close()
+            state.jobs.shutdown()
 
+
+def _follow(state: Any, engine: Any, console: Any, kind: str, params: dict[str, Any], label: str,
+            work: Callable[[Any, Callable[[float, str], None]], dict[str, Any]]) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def fn(ctx: Any) -> dict[str, Any]:
             def progress(fraction: float, message: str) -> None:
+                ctx.progress(fraction, message)
                 bar.update(task, completed=fraction, description=f"{label}: {message}" if message else label)
+            return work(engine, progress)
 
-            def fn(ctx: Any) -> dict[str, Any]:
-                def both(fraction: float, message: str) -> None:
-                    ctx.progress(fraction, message)
-                    progress(fraction, message)
-                return work(engine, both)
-
-            job_id = state.jobs.submit(kind, {**params, "source": "cli"}, fn, exclusive="model")
+        job_id = state.jobs.submit(kind, {**params, "source": "cli"}, fn, exclusive="model")
+        job = state.jobs.get(job_id)
+        while job is not None and job["status"] in ("queued", "running"):
+            time.sleep(0.5)
             job = state.jobs.get(job_id)
-            while job is not None and job["status"] in ("queued", "running"):
-                time.sleep(0.5)
-                job = state.jobs.get(job_id)
-        if job is None or job["status"] != "succeeded":
-            console.print(f"[red]任务 {job_id} 失败 (failed): {job and job['error']}[/red]")
-            raise typer.Exit(1)
-        return job["result"] or {}
-    finally:
-        engine.close()
-        state.jobs.shutdown()
-        state.engine.dispose()
+    if job is None or job["status"] != "succeeded":
+        console.print(f"[red]任务 {job_id} 失败 (failed): {job and job['error']}[/red]")
+        raise typer.Exit(1)
+    return job["result"] or {}
 
 
 def _metrics_table(result: dict[str, Any]) -> Any:
@@ -82,6 +84,7 @@ def adapt_command(
     seed: int = typer.Option(42, min=0),
     loss: str = typer.Option("mnrl", help="mnrl | mnrl_symmetric"),
     freeze_embeddings: bool = typer.Option(True, "--freeze-embeddings/--train-embeddings"),
+    record_pairs: str = typer.Option("passages", help="passages | whole | both | none (labelled only)"),
     use_feedback: bool = typer.Option(True, "--feedback/--no-feedback"),
     use_demo_labels: bool = typer.Option(True, "--demo-labels/--no-demo-labels"),
     tolerance: float = typer.Option(0.005, min=0, max=0.2, help="Largest nDCG@10 drop still accepted"),
@@ -95,9 +98,12 @@ def adapt_command(
 
     if loss not in ("mnrl", "mnrl_symmetric"):
         raise typer.BadParameter("--loss takes mnrl or mnrl_symmetric")
+    if record_pairs not in ("passages", "whole", "both", "none"):
+        raise typer.BadParameter("--record-pairs takes passages, whole, both or none")
     config = adapt.AdaptConfig(max_pairs=max_pairs, max_seconds=max_seconds, learning_rate=learning_rate,
                                epochs=epochs, batch_size=batch_size, seed=seed, loss=loss,
-                               freeze_embeddings=freeze_embeddings, use_feedback=use_feedback,
+                               freeze_embeddings=freeze_embeddings, record_pairs=record_pairs,
+                               use_feedback=use_feedback,
                                use_demo_labels=use_demo_labels, tolerance=tolerance)
     settings = Settings()
     base = adapt.BaseModel.resolve(settings.embedding_model, settings.cache_dir)
@@ -135,7 +141,8 @@ def model_rollback_command() -> None:
     base = adapt.BaseModel.resolve(settings.embedding_model, settings.cache_dir)
 
     def load(path: str) -> Any:
-        return shared_encoder(settings.embedding_model if path == base.path else path, str(settings.cache_dir))
+        model = settings.embedding_model if path == base.path else path
+        return shared_encoder(model, str(settings.cache_dir))
 
     result = _run_job("model_rollback", {}, "模型回滚 rollback",
                       lambda engine, progress: adapt.rollback(engine, base, load, progress))

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -82,6 +83,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
         return error_response(503, "database_unavailable", "the database is not reachable; retry later",
+                              headers={"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _db_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free within the pool timeout")
+        return error_response(503, "database_busy", "the service is overloaded; retry later",
                               headers={"Retry-After": "5"})
 
     @app.exception_handler(DataError)

@@ -5,6 +5,7 @@ in file order: adapt → refused candidate → crash → restart → rollback.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer import adapt_data, adapt_eval
+from indexer.embedding import Encoder
 from indexer.versions import active_version as active_index
 from indexer.versions import index_root
 from indexer.versions import read_manifest as read_index_manifest
@@ -70,6 +72,61 @@ def test_second_adapter_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
         mv.with_lock(root, lambda: mv.with_lock(root, lambda: None))
 
 
+class HashEncoder(Encoder):
+    """Deterministic unit vectors from the text and the encoder's name (a fake model)."""
+
+    dim = 16
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def _vectors(self, role: str, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return self._empty()
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(f"{self.name}|{role}|{t}".encode()).digest()[:4], "little")
+            v = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._vectors("q", texts)
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32, progress: Any = None) -> np.ndarray:
+        return self._vectors("p", texts)
+
+
+def test_switch_encoder_swaps_index_and_encoder_together_or_not_at_all(tmp_path: Path) -> None:
+    from indexer.engine import SearchEngine
+    from indexer.text import get_tokenizer
+    from models.taxonomy import default_taxonomy
+
+    db = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(db)
+    sessions = make_session_factory(db)
+    with session_scope(sessions) as session:
+        repository.upsert(session, "need", "n1", {"title": "河湖水质监测", "description": "在线监测。"})
+        repository.upsert(session, "capability", "c1", {"title": "水质传感器", "description": "多参数。"})
+    old, new = HashEncoder("old@1"), HashEncoder("new@1")
+    engine = SearchEngine(tmp_path, sessions, old, get_tokenizer(), list(default_taxonomy().domains))
+    engine.open()
+    first = engine.snapshot
+    root = index_root(tmp_path)
+    seen: list[Any] = []
+    assert engine.switch_encoder(new, accept=lambda snap: seen.append(snap) or False) is None
+    assert seen[0].model == "new@1" and seen[0].encoder is new  # judged on the candidate's own index
+    assert engine.snapshot is first and engine.encoder is old
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [first.version]
+    with pytest.raises(RuntimeError):
+        engine.switch_encoder(new, before_swap=lambda: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert engine.snapshot is first and active_index(root) == first.version
+    version = engine.switch_encoder(new, accept=lambda snap: True)
+    assert engine.encoder is new and engine.snapshot.encoder is new and engine.snapshot.version == version
+    assert active_index(root) == version and read_index_manifest(root / version)["model"] == "new@1"
+    engine.close()
+
+
 # ---- metrics and the guard ----------------------------------------------------------------
 def test_ranking_metrics_graded() -> None:
     scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.2, 0.9]])
@@ -79,7 +136,7 @@ def test_ranking_metrics_graded() -> None:
     assert m["ndcg@10"] == pytest.approx((1 / np.log2(3) + 1.0) / 2)
 
 
-def test_guard_refuses_a_loss_beyond_tolerance_and_ignores_tiny_sets() -> None:
+def test_guard_refuses_a_loss_and_needs_labelled_matching_data() -> None:
     def sets(pairs: float, labels: float, n_labels: int = 10) -> dict[str, dict[str, Any]]:
         return {"pairs": {"queries": 30, "ndcg@10": pairs},
                 "labels": {"queries": n_labels, "ndcg@10": labels}}
@@ -87,7 +144,9 @@ def test_guard_refuses_a_loss_beyond_tolerance_and_ignores_tiny_sets() -> None:
     assert adapt_eval.guard(sets(0.9, 0.8), sets(0.9, 0.7), 0.005)["accepted"]
     refused = adapt_eval.guard(sets(0.9, 0.69), sets(0.9, 0.7), 0.005)
     assert not refused["accepted"] and "labels" in refused["reason"]
-    assert adapt_eval.guard(sets(0.9, 0.1, n_labels=2), sets(0.9, 0.7, n_labels=2), 0.005)["accepted"]
+    # Too few labelled queries: the pairs set alone may not let a model through.
+    unjudged = adapt_eval.guard(sets(0.95, 0.1, n_labels=2), sets(0.9, 0.7, n_labels=2), 0.005)
+    assert not unjudged["accepted"] and "labelled" in unjudged["reason"]
     assert not adapt_eval.guard({}, {}, 0.005)["accepted"]
 
 
@@ -202,7 +261,9 @@ def test_adaptation_activates_a_version_and_the_index_uses_it(adapted: tuple[Tes
     client, result = adapted
     assert result["activated"], result["decision"]
     assert result["training"]["steps"] >= 2 and result["pairs"]["sampled"] == TINY["max_pairs"]
-    assert {c["set"] for c in result["decision"]["checks"]} >= {"pairs", "labels"}
+    # Judged twice: dense retrieval, then the shipped ranking of the candidate's own index.
+    assert result["decision"]["stage"] == "served"
+    assert {c["set"] for c in result["decision"]["checks"]} >= {"pairs", "labels", "labels_served"}
     assert set(result["metrics"]["candidate"]) == set(result["metrics"]["active"])
     status = assert_consistent(client)
     assert status["active_version"] == result["version"] and status["rollback_to"] == "base"
@@ -225,6 +286,7 @@ def test_a_worse_candidate_is_refused(adapted: tuple[TestClient, dict]) -> None:
     result = job["result"]
     assert not result["activated"] and result["version"] is None
     assert not result["decision"]["accepted"] and "loses" in result["decision"]["reason"]
+    assert result["decision"]["stage"] == "dense"  # refused before any index was built
     assert any(c["judged"] and not c["passed"] for c in result["decision"]["checks"])
     assert engine_of(client).snapshot.version == before
     root = mv.models_root(data_dir_of(client))
@@ -294,3 +356,17 @@ def test_adapt_request_validation(api: TestClient) -> None:
     assert fields == {"learning_rate", "max_pairs", "colour"}
     assert api.post("/v1/admin/adapt", json={}, headers=CLIENT_H).status_code == 403
     assert api.post("/v1/admin/adapt", json={}, headers=ADMIN_H).status_code == 503  # no index loaded
+
+
+def test_cli_defaults_are_the_shipped_defaults() -> None:
+    import inspect
+
+    from service import cli_adapt
+    from service.routes.adapt import AdaptRequest
+
+    defaults = adapt_data.AdaptConfig()
+    for name, param in inspect.signature(cli_adapt.adapt_command).parameters.items():
+        if hasattr(defaults, name):
+            assert param.default.default == getattr(defaults, name), name
+    for name, value in AdaptRequest().model_dump().items():
+        assert value == getattr(defaults, name), name

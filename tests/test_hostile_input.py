@@ -133,8 +133,8 @@ def assert_clean(status: int, text: str) -> None:
 
 
 # ---- schemathesis: every operation, generated and edge-case input ------------------------------
-# Fine-tuning the encoder costs minutes of CPU per accepted request: only the anonymous and
-# wrong-token cases reach it (see test_adaptation_rejects_bad_input_and_callers below).
+# An accepted /v1/admin/adapt fine-tunes the encoder for minutes: schemathesis leaves it out and
+# test_adaptation_rejects_bad_input_and_callers below checks its refusals instead.
 @SCHEMA.exclude(path="/v1/admin/adapt").parametrize()
 @SCHEMA.given(auth=st.sampled_from(AUTHS))
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -40,6 +40,9 @@ class AdaptRequest(StrictModel):
     loss: Literal["mnrl", "mnrl_symmetric"] = DEFAULTS.loss
     freeze_embeddings: bool = Field(DEFAULTS.freeze_embeddings,
                                     description="Keep the vocabulary table fixed (about 1 GB less memory)")
+    record_pairs: Literal["passages", "whole", "both", "none"] = Field(
+        DEFAULTS.record_pairs, description="The records' own pairs: title → each passage of the "
+        "description, title → whole description, both, or none (labelled pairs only)")
     use_feedback: bool = DEFAULTS.use_feedback
     use_demo_labels: bool = DEFAULTS.use_demo_labels
     tolerance: float = Field(DEFAULTS.tolerance, ge=0, le=0.2,
