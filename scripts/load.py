@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -286,6 +287,8 @@ def main() -> None:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
