@@ -2,9 +2,10 @@
 
 One run: collect pairs (indexer.adapt_data) → train a candidate from the base model in a
 child process (indexer.adapt_train) → score candidate and serving model on held-out data
-(indexer.adapt_eval) → only if the candidate does not lose: commit it as a model version
-(models.model_versions), rebuild the index with it while the old index serves, and swap
-encoder, index and ACTIVE_MODEL together. Rollback re-activates the previous version
+(indexer.adapt_eval) → if it does not lose on dense retrieval, rebuild the index with it
+while the old index serves → if the shipped ranking of that index does not lose either,
+commit it as a model version (models.model_versions) and swap encoder, index and
+ACTIVE_MODEL together. Rollback re-activates the previous version
 (or the base model) the same way. Each run starts from the base model, so a version is
 reproducible from its manifest and errors never compound.
 """
@@ -196,8 +197,11 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
     data = adapt_data.collect(engine.sessions, engine.tokenizer, config)
     timings = {"collect_s": round(time.monotonic() - started, 1)}
     if len(data.pairs) < 2 * config.batch_size:
-        raise AdaptError(f"not enough training pairs: {len(data.pairs)} (need at least "
-                         f"{2 * config.batch_size}; records need a title and a description)")
+        raise AdaptError(
+            f"not enough training pairs: {len(data.pairs)} (need at least {2 * config.batch_size}); "
+            f"labelled pairs: {data.counts['label_pairs']} from feedback and demo labels"
+            + ("" if config.record_pairs != "none" else
+               "; collect more feedback, or also train on the records' own pairs (record_pairs)"))
     version = mv.new_version_name()
     out = mv.temp_folder(root, version)
     work = root / f"{mv.WORK_PREFIX}{version}"

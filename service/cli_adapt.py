@@ -84,7 +84,8 @@ def adapt_command(
     seed: int = typer.Option(42, min=0),
     loss: str = typer.Option("mnrl", help="mnrl | mnrl_symmetric"),
     freeze_embeddings: bool = typer.Option(True, "--freeze-embeddings/--train-embeddings"),
-    record_pairs: str = typer.Option("passages", help="passages | whole | both | none (labelled only)"),
+    record_pairs: str = typer.Option("none", help="Also train on the records' own pairs: passages | whole "
+                                                  "| both; none = labelled pairs only"),
     use_feedback: bool = typer.Option(True, "--feedback/--no-feedback"),
     use_demo_labels: bool = typer.Option(True, "--demo-labels/--no-demo-labels"),
     tolerance: float = typer.Option(0.005, min=0, max=0.2, help="Largest nDCG@10 drop still accepted"),

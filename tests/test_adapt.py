@@ -32,7 +32,7 @@ from tests.conftest import ADMIN_H, CLIENT_H, make_settings, wait_ready
 
 DOMAINS = {"smart_water", "forestry"}
 # Small and quick: a few steps of real training on short sequences.
-TINY = {"max_pairs": 48, "batch_size": 16, "seed": 7, "tolerance": 0.02}
+TINY = {"max_pairs": 48, "batch_size": 16, "seed": 7, "tolerance": 0.02, "record_pairs": "passages"}
 
 
 # ---- model versions on disk (no model needed) ------------------------------------------
@@ -161,14 +161,14 @@ def test_sample_pairs_keeps_labels_and_covers_records_first() -> None:
     assert pairs == adapt_data.sample_pairs(labelled, per_record, 13, seed=1)
 
 
-def test_held_out_needs_are_never_trained_on(tmp_path: Path) -> None:
+def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
     from indexer.text import get_tokenizer
 
-    db = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    db = make_engine(database_url)
     migrate(db)
     sessions = make_session_factory(db)
     load_subset(sessions)
-    config = adapt_data.AdaptConfig(max_pairs=10_000)
+    config = adapt_data.AdaptConfig(max_pairs=10_000, record_pairs="passages")
     data = adapt_data.collect(sessions, get_tokenizer(), config)
     by_name = {s.name: s for s in data.eval_sets}
     assert len(by_name["labels"]) >= 5 and len(by_name["pairs"]) >= 5
@@ -180,8 +180,44 @@ def test_held_out_needs_are_never_trained_on(tmp_path: Path) -> None:
     assert any("negative" in p for p in data.pairs)  # grade-0 demo labels become hard negatives
     assert data.counts["label_pairs"] > 0
     no_labels = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
-        max_pairs=10_000, use_demo_labels=False))
+        max_pairs=10_000, use_demo_labels=False, record_pairs="passages"))
     assert no_labels.counts["label_pairs"] == 0 and len(no_labels.eval_sets) == len(data.eval_sets)
+    labelled_only = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig())
+    assert labelled_only.pairs and all(p["anchor"] not in held_texts for p in labelled_only.pairs)
+    assert len(labelled_only.pairs) == labelled_only.counts["label_pairs"]
+    db.dispose()
+
+
+def test_feedback_becomes_pairs_and_a_held_out_set(database_url: str) -> None:
+    from indexer.text import get_tokenizer
+    from models.db import Feedback
+
+    db = make_engine(database_url)
+    migrate(db)
+    sessions = make_session_factory(db)
+    load_subset(sessions)
+    with session_scope(sessions) as session:
+        need_ids = sorted(r.id for r in repository.iter_all(session, "need"))
+        cap_ids = sorted(r.id for r in repository.iter_all(session, "capability"))
+        for i, need_id in enumerate(need_ids):
+            # An earlier "irrelevant" is overridden by the later "deal" on the same pair.
+            session.add(Feedback(need_id=need_id, capability_id=cap_ids[i], label="irrelevant"))
+            session.add(Feedback(need_id=need_id, capability_id=cap_ids[i], label="deal"))
+            session.add(Feedback(need_id=need_id, capability_id=cap_ids[i + 1], label="irrelevant"))
+    config = adapt_data.AdaptConfig(use_demo_labels=False)
+    data = adapt_data.collect(sessions, get_tokenizer(), config)
+    feedback_set = next(s for s in data.eval_sets if s.name == "feedback")
+    held = set(feedback_set.query_ids)
+    assert len(held) >= 5 and data.held_out["feedback_queries"] == len(held)
+    assert all(max(rel.values()) == adapt_data.FEEDBACK_GRADES["deal"] for rel in feedback_set.qrels)
+    assert data.counts["feedback_labels"] == 2 * len(need_ids)
+    assert len(data.pairs) == len(need_ids) - len(held)  # one positive per training need...
+    assert all("negative" in p for p in data.pairs)  # ...with its "irrelevant" as hard negative
+    assert not {p["anchor"] for p in data.pairs} & set(feedback_set.queries)
+    no_feedback = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
+        use_demo_labels=False, use_feedback=False))
+    assert no_feedback.pairs == [] and any(s.name == "feedback" for s in no_feedback.eval_sets)
+    db.dispose()
 
 
 # ---- real adaptation through the API ------------------------------------------------------
