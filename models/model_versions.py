@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from models.fsutil import fsync_tree, replace_synced, write_atomic, write_synced
 
 MANIFEST = "manifest.json"
 ACTIVE = "ACTIVE_MODEL"
@@ -34,24 +35,6 @@ def new_version_name() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("m%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(3)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def temp_folder(root: Path, version: str) -> Path:
     """An empty hidden folder where the training writes the model before `commit_version`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -66,19 +49,10 @@ def commit_version(root: Path, version: str, manifest: dict[str, Any]) -> Path:
     """Write the manifest into the temp folder, fsync everything, rename it into place."""
     tmp = root / f"{TMP_PREFIX}{version}"
     manifest = {**manifest, "version": version}
-    with (tmp / MANIFEST).open("w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, ensure_ascii=False, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    for path in sorted(tmp.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
-    for sub in [tmp, *[p for p in tmp.rglob("*") if p.is_dir()]]:
-        _fsync_dir(sub)
+    write_synced(tmp / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2, default=str))
+    fsync_tree(tmp, files=True)  # the trainer's files were written without fsync
     final = root / version
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    replace_synced(tmp, final)
     return final
 
 
@@ -118,7 +92,7 @@ def activate(root: Path, version: str | None) -> None:
     if version is not None:
         if read_manifest(root / version) is None:
             raise FileNotFoundError(f"model version {version} is not complete")
-    _write_file_atomic(root / ACTIVE, version or BASE)
+    write_atomic(root / ACTIVE, version or BASE)
     prune(root)
 
 
