@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import classify
+from indexer import classify, keyterms
 from indexer.documents import KINDS, NEED, IndexDoc, doc_from_row, passage_texts_for_embedding
 from indexer.embedding import Encoder
 from indexer.segment import Segment
@@ -39,6 +39,7 @@ class EmbeddedDocs:
     passage_offsets: np.ndarray
     tokens: list[list[str]]
     timings: dict[str, float] = field(default_factory=dict)
+    key_terms: list[list[tuple[str, float]]] | None = None  # per doc, for explanations
 
 
 def lexical_text(doc: IndexDoc) -> str:
@@ -50,11 +51,14 @@ def embed_docs(docs: list[IndexDoc], encoder: Encoder, tokenizer: Any,
                progress: Callable[[int, int], None] | None = None) -> EmbeddedDocs:
     """Document and passage vectors and BM25 tokens for `docs` (and query vectors for needs)."""
     tokens: list[list[str]] = []
+    key_terms: list[list[tuple[str, float]]] = []
     token_time = [0.0]
 
     def tokenize() -> None:
+        # jieba runs here, beside the encoder (torch releases the GIL while it computes).
         t0 = time.perf_counter()
         tokens.extend(tokenizer.tokens(lexical_text(d)) for d in docs)
+        key_terms.extend(keyterms.extract(tokenizer, d.key_text or d.full_text) for d in docs)
         token_time[0] = time.perf_counter() - t0
 
     worker = threading.Thread(target=tokenize, name="tokenize")
@@ -98,7 +102,7 @@ def embed_docs(docs: list[IndexDoc], encoder: Encoder, tokenizer: Any,
     return EmbeddedDocs(docs, doc_vectors.reshape(-1, dim),
                         None if query_vectors is None else query_vectors.reshape(-1, dim), passage_vectors,
                         np.array(offsets, dtype=np.int64), tokens,
-                        {"encode_s": encode_time, "tokenize_s": token_time[0]})
+                        {"encode_s": encode_time, "tokenize_s": token_time[0]}, key_terms)
 
 
 def segment_from(kind: str, embedded: EmbeddedDocs, domain_codes: list[str],
@@ -107,7 +111,7 @@ def segment_from(kind: str, embedded: EmbeddedDocs, domain_codes: list[str],
         kind, embedded.docs, domain_codes, doc_vectors=embedded.doc_vectors,
         query_vectors=embedded.query_vectors, passage_vectors=embedded.passage_vectors,
         passage_offsets=embedded.passage_offsets, tokens=embedded.tokens, reference=reference,
-        dense_kind=dense_kind)
+        dense_kind=dense_kind, key_terms=embedded.key_terms)
 
 
 def load_docs(sessions: sessionmaker[Session], kind: str, tokenizer: Any,

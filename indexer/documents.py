@@ -31,10 +31,17 @@ class IndexDoc:
     # the hash lets a stored prediction be written only onto the content it was made for.
     domain_predicted: bool = False
     content_hash: str = ""
+    key_text: str = ""  # what explanations extract key terms from (key_text_of)
 
     @property
     def full_text(self) -> str:
         return f"{self.title}。{self.body}" if self.body else self.title
+
+
+def key_text_of(row: Any) -> str:
+    """A record's text as explanations read it: title, description, cases, tags."""
+    parts = [row.title, row.description or "", getattr(row, "cases", None) or "", "、".join(row.tags or [])]
+    return "。".join(p for p in parts if p)
 
 
 def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
@@ -56,6 +63,7 @@ def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
         restricted=row.visibility == "restricted",
         domain_predicted=bool(getattr(row, "domain_predicted", False)) and bool(domains),
         content_hash=getattr(row, "content_hash", "") or "",
+        key_text=key_text_of(row),
     )
     doc.passages = passages_of(doc, splitter)
     return doc

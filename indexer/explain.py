@@ -1,7 +1,8 @@
 """Explanations a civil servant can read: why this record was ranked here.
 
 Built only for the page of results returned, from data the index already holds
-(passage vectors, BM25 statistics), so explaining costs no model call.
+(passage vectors, each record's key terms), so explaining costs no model call and, for
+stored records, no segmentation either.
 """
 from __future__ import annotations
 
@@ -29,13 +30,24 @@ class Side:
     passage_vectors: np.ndarray  # (p, d)
     domains: list[str]  # codes
     domain_names: list[str]
+    # Stored at index time (indexer/keyterms.py), best first; None: extracted from `text`.
+    key_terms: dict[str, float] | None = None
 
 
-def shared_terms(tokenizer: Any, idf: dict[str, float] | Any, query_text: str, match_text: str,
+# The query's best terms against more of the match's, so a term central to the query is found
+# even where the match mentions it in passing.
+QUERY_TERMS, MATCH_TERMS = 40, 80
+
+
+def terms_of(side: Side, tokenizer: Any, top_k: int) -> dict[str, float]:
+    if side.key_terms is not None:
+        return dict(list(side.key_terms.items())[:top_k])
+    return dict(tokenizer.key_terms(side.text, top_k=top_k))
+
+
+def shared_terms(tokenizer: Any, q: dict[str, float], m: dict[str, float],
                  limit: int = 8) -> list[dict[str, Any]]:
     """Key terms on both sides (or synonyms of each other), generic words only as a last resort."""
-    q = dict(tokenizer.key_terms(query_text, top_k=40))
-    m = dict(tokenizer.key_terms(match_text, top_k=80))
     found: dict[str, float] = {}
     for term, wq in q.items():
         if term in m:
@@ -131,8 +143,9 @@ def summary(direction: str, score: float, match: Side, terms: list[dict[str, Any
 
 
 def explain(model: RankingModel, hit: Hit, direction: str, query: Side, match: Side,
-            tokenizer: Any, idf: Any, names: dict[str, str]) -> dict[str, Any]:
-    terms = shared_terms(tokenizer, idf, query.text, match.text)
+            tokenizer: Any, names: dict[str, str]) -> dict[str, Any]:
+    terms = shared_terms(tokenizer, terms_of(query, tokenizer, QUERY_TERMS),
+                         terms_of(match, tokenizer, MATCH_TERMS))
     pairs = evidence(query, match)
     dom = domain_match(query, match)
     return {

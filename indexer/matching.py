@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from indexer.documents import key_text_of
 from indexer.engine import SearchEngine, Snapshot
-from indexer.explain import Side, explain
+from indexer.explain import MATCH_TERMS, QUERY_TERMS, Side, explain
 from indexer.ranking import Hit, Query, RankingModel, rank
 from indexer.segment import Filters, Segment
 
@@ -30,11 +31,6 @@ class MatchPage:
     direction: str
     target_kind: str
     took_ms: float = 0.0
-
-
-def record_text(row: Any) -> str:
-    parts = [row.title, row.description or "", getattr(row, "cases", None) or "", "、".join(row.tags or [])]
-    return "。".join(p for p in parts if p)
 
 
 class Matcher:
@@ -62,7 +58,8 @@ class Matcher:
         a, b = seg.passage_range(row)
         side = Side(title="", text="", passages=seg.passages[a:b],
                     passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(row),
-                    domain_names=[self.names.get(c, c) for c in seg.domains_of(row)])
+                    domain_names=[self.names.get(c, c) for c in seg.domains_of(row)],
+                    key_terms=seg.key_terms_of(row, QUERY_TERMS))
         query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.given_domains_of(row),
                       exclude_id=record_id if OTHER[kind] == kind else None)
         target = OTHER[kind]
@@ -82,7 +79,8 @@ class Matcher:
         vector = encoder.encode_queries([text])[0]
         domains = list(filters.domain) if filters and filters.domain else []
         side = Side(title="", text=text, passages=[text], passage_vectors=vector[None, :],
-                    domains=domains, domain_names=[self.names.get(c, c) for c in domains])
+                    domains=domains, domain_names=[self.names.get(c, c) for c in domains],
+                    key_terms=dict(self.tokenizer.key_terms(text, top_k=QUERY_TERMS)))
         query = Query(vector=vector, tokens=self.tokenizer.tokens(text), domains=domains)
         statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
         hits = rank(snap, target, query, self.model, filters=filters,
@@ -94,16 +92,17 @@ class Matcher:
     def explain_hit(self, page: MatchPage, hit: Hit, query_row: Any | None, match_row: Any) -> dict[str, Any]:
         query_side = page.query_side
         if query_row is not None:
-            query_side = Side(title=query_row.title, text=record_text(query_row),
+            query_side = Side(title=query_row.title, text=key_text_of(query_row),
                               passages=query_side.passages, passage_vectors=query_side.passage_vectors,
-                              domains=query_side.domains, domain_names=query_side.domain_names)
+                              domains=query_side.domains, domain_names=query_side.domain_names,
+                              key_terms=query_side.key_terms)
         seg: Segment = hit.segment
         a, b = seg.passage_range(hit.row)
-        match_side = Side(title=match_row.title, text=record_text(match_row), passages=seg.passages[a:b],
+        match_side = Side(title=match_row.title, text=key_text_of(match_row), passages=seg.passages[a:b],
                           passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(hit.row),
-                          domain_names=[self.names.get(c, c) for c in seg.domains_of(hit.row)])
-        return explain(self.model, hit, page.direction, query_side, match_side, self.tokenizer,
-                       None, self.names)
+                          domain_names=[self.names.get(c, c) for c in seg.domains_of(hit.row)],
+                          key_terms=seg.key_terms_of(hit.row, MATCH_TERMS))
+        return explain(self.model, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
 
 
 def empty_vector(dim: int) -> np.ndarray:

@@ -8,7 +8,6 @@ refresh or a rebuild swaps in new ones.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,9 @@ import numpy as np
 
 from indexer.dense import DenseIndex, create_dense_index
 from indexer.documents import IndexDoc
+from indexer.keyterms import KeyTerms
 from indexer.lexical import BM25Index
+from models.fsutil import fsync_path
 
 NEED_STATUSES = ("open", "matching", "closed", "withdrawn")
 ORG_TYPES = ("enterprise", "university", "institute", "service", "other")
@@ -53,6 +54,8 @@ class Segment:
     own_query_vectors: np.ndarray | None = None  # (n, d) query-role embeddings, needs only
     # Rows whose domains were predicted by the classifier rather than given by the client.
     domain_predicted: np.ndarray | None = None  # (n,) bool
+    # None only for versions written before key terms were stored: explained per request then.
+    key_terms: KeyTerms | None = None
 
     def __post_init__(self) -> None:
         if self.domain_predicted is None:
@@ -79,7 +82,8 @@ class Segment:
               doc_vectors: np.ndarray, passage_vectors: np.ndarray,
               query_vectors: np.ndarray | None = None,
               passage_offsets: np.ndarray, tokens: list[list[str]],
-              reference: "Segment | None" = None, dense_kind: str = "auto") -> "Segment":
+              reference: "Segment | None" = None, dense_kind: str = "auto",
+              key_terms: list[list[tuple[str, float]]] | None = None) -> "Segment":
         n = len(docs)
         dim = doc_vectors.shape[1] if doc_vectors.ndim == 2 and doc_vectors.shape[1] else 384
         code_pos = {c: i for i, c in enumerate(domain_codes)}
@@ -112,6 +116,7 @@ class Segment:
             own_query_vectors=None if query_vectors is None
             else query_vectors.astype(np.float32, copy=False).reshape(n, dim),
             lexical=BM25Index.build(tokens, reference=reference.lexical if reference else None),
+            key_terms=KeyTerms.build(key_terms) if key_terms is not None and len(key_terms) == n else None,
         )
 
     @classmethod
@@ -143,6 +148,9 @@ class Segment:
             dense.build(doc_vectors, np.arange(n, dtype=np.int64))
         tokens = [base.tokens[r] for r in rows] + delta.tokens
         dim = doc_vectors.shape[1]
+        key_terms = None
+        if base.key_terms is not None and delta.key_terms is not None:
+            key_terms = KeyTerms.concat([(base.key_terms, rows), (delta.key_terms, np.arange(len(delta)))])
         own_query = None
         if base.own_query_vectors is not None or delta.own_query_vectors is not None:
             own_query = np.vstack([base.query_vectors[rows], delta.query_vectors])
@@ -160,7 +168,7 @@ class Segment:
             passage_vectors=np.vstack(pvecs) if pvecs else np.zeros((0, dim), np.float32),
             passage_offsets=np.array(offsets, dtype=np.int64), passages=passages, tokens=tokens,
             dense=dense, lexical=BM25Index.build(tokens),
-            own_query_vectors=own_query,
+            own_query_vectors=own_query, key_terms=key_terms,
         )
 
     # ---- filtering ------------------------------------------------------------------
@@ -195,6 +203,9 @@ class Segment:
     def domains_of(self, row: int) -> list[str]:
         return [self.domain_codes[j] for j in np.flatnonzero(self.domain_mask[row])]
 
+    def key_terms_of(self, row: int, top_k: int) -> dict[str, float] | None:
+        return None if self.key_terms is None else self.key_terms.of(row, top_k)
+
     def given_domains_of(self, row: int) -> list[str]:
         """Domains the client gave (none when they were predicted): what ranking may rely on."""
         return [] if self.domain_predicted[row] else self.domains_of(row)
@@ -216,9 +227,12 @@ class Segment:
             ensure_ascii=False), encoding="utf-8")
         self.dense.save(folder / "dense")
         self.lexical.save(folder / "lexical")
+        if self.key_terms is not None:
+            self.key_terms.save(folder)
+        # numpy & co. do not fsync; versions.py fsyncs the folders
         for path in folder.rglob("*"):
             if path.is_file():
-                _fsync(path)
+                fsync_path(path)
 
     @classmethod
     def load(cls, folder: Path) -> "Segment":
@@ -235,12 +249,5 @@ class Segment:
             dense=DenseIndex.load(folder / "dense"), lexical=BM25Index.load(folder / "lexical"),
             own_query_vectors=np.load(folder / "query_vectors.npy")
             if (folder / "query_vectors.npy").exists() else None,
+            key_terms=KeyTerms.load(folder),
         )
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
