@@ -56,7 +56,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="Bind address"),
 
     settings = Settings()
     configure_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    # uvloop and httptools (pinned) instead of asyncio and the pure-Python h11 parser: about a
+    # quarter less server CPU per request, which on two shared cores is latency (docs/benchmarks.md).
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
+                loop="uvloop", http="httptools")
 
 
 @app.command("build-model")

@@ -12,14 +12,16 @@ from service.settings import Settings
 from service.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies without I/O are async: FastAPI runs a plain `def` dependency in its thread pool,
+# and each hop cost about a quarter of a millisecond per request (docs/benchmarks.md).
+async def get_state(request: Request) -> AppState:
     return request.app.state.scenematch
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -38,16 +40,16 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def caller_is_admin(request: Request, state: StateDep) -> bool:
+async def caller_is_admin(request: Request, state: StateDep) -> bool:
     return auth.is_admin(request, state.settings)
 
 
 AdminViewDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-def require_writer(request: Request, state: StateDep) -> None:
+async def require_writer(request: Request, state: StateDep) -> None:
     auth.check_writer(request, state.settings)
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+async def require_admin(request: Request, state: StateDep) -> None:
     auth.check_admin(request, state.settings)
