@@ -324,11 +324,19 @@ def test_postgres_stop_and_start_under_a_running_service(tmp_path: Path, postgre
                 assert r.json()["error"]["code"] in ("database_unavailable", "not_ready"), r.text
                 assert r.headers.get("retry-after") and not INTERNALS.search(r.text), r.text
         assert service.client.get("/healthz").status_code == 200
+        # Readiness follows the database (its probe is cached ~1.5 s: poll, don't sleep).
+        ready = poll(lambda: service.client.get("/readyz"), lambda r: r.status_code == 503, timeout=30)
+        error = ready.json()["error"]
+        assert error["code"] == "not_ready" and error["details"] == {"reason": "database_unreachable"}, error
+        assert "database" in error["message"] and ready.headers.get("retry-after"), ready.text
+        assert not INTERNALS.search(ready.text), ready.text
 
         pg_ctl(pgdir, "restart")  # same cluster, same port (pg_ctl reuses postmaster.opts)
         restarted = time.monotonic()
         poll(lambda: service.client.get("/v1/needs").status_code, lambda status: status == 200, timeout=60)
         print(f"reconnected {time.monotonic() - restarted:.1f} s after PostgreSQL was back")
+        poll(lambda: service.client.get("/readyz").status_code, lambda status: status == 200, timeout=30)
+        print(f"ready again {time.monotonic() - restarted:.1f} s after PostgreSQL was back")
         for _ in range(3):  # recovered for good, not once by chance
             for method, path, body, headers in DOWN_CALLS:
                 r = call(service, method, path, body, headers, ids)
@@ -425,3 +433,28 @@ def test_an_exhausted_connection_pool_answers_503(tmp_path: Path) -> None:
         r = client.get("/v1/busy")
         assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy", r.text
         assert r.headers["retry-after"] and "QueuePool" not in r.text
+
+
+def test_the_readiness_probe_of_the_database_is_cached_and_bounded(tmp_path: Path) -> None:
+    """/readyz's `SELECT 1`: a reason when it fails, and one probe per TTL however many callers ask."""
+    from sqlalchemy import create_engine
+
+    from service.readiness import DATABASE_UNREACHABLE, DatabaseProbe
+
+    good = DatabaseProbe(create_engine(f"sqlite:///{tmp_path / 'ok.db'}"), ttl=60)
+    assert good.check() is None
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    probe = DatabaseProbe(create_engine(f"sqlite:///{gone / 'db.sqlite'}"), ttl=0.3)
+    assert probe.check() is None
+    shutil.rmtree(gone)  # the database file and its folder vanish: connecting fails
+    probes = []
+    real = probe._probe
+    probe._probe = lambda: probes.append(1) or real()  # type: ignore[method-assign]
+    time.sleep(0.35)
+    threads = [threading.Thread(target=probe.check) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert probe.check() == DATABASE_UNREACHABLE and len(probes) == 1, probes  # 17 checks, one probe

@@ -147,6 +147,24 @@ def test_invalid_ids(api, bad_id):
     assert "error" in r.json()
 
 
+@pytest.mark.parametrize("plural,body", [("needs", NEED), ("capabilities", CAP),
+                                         ("needs", {"items": [{**NEED, "id": "N-1"}]})])
+def test_put_to_the_reserved_id_bulk_is_refused(api, plural, body):
+    """PUT /v1/needs/bulk is a bulk call with the wrong method, never a record called "bulk"."""
+    r = api.put(f"/v1/{plural}/bulk", json=body, headers=CLIENT_H)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "validation_error" and set(err) == {"code", "message", "details"}
+    assert [(d["field"], d["type"]) for d in err["details"]] == [("id", "reserved")], err
+    assert f"POST /v1/{plural}/bulk" in err["details"][0]["reason"]
+    assert api.get(f"/v1/{plural}/bulk").status_code == 404
+    assert api.get(f"/v1/{plural}").json()["total"] == 0
+    # Without a token it is still 401 first; a real bulk call and other ids are untouched.
+    assert api.put(f"/v1/{plural}/bulk", json=body).status_code == 401
+    assert api.put(f"/v1/{plural}/bulky", json=NEED if plural == "needs" else CAP,
+                   headers=CLIENT_H).status_code == 201
+
+
 def test_bulk_over_limit_is_refused(api):
     r = api.post("/v1/needs/bulk", json={"items": [{"id": "x"}] * 10_001}, headers=CLIENT_H)
     assert r.status_code == 422

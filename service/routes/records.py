@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from models import repository
@@ -50,6 +50,11 @@ def record_out(kind: RecordKind, row: Any, taxonomy: Taxonomy, admin: bool) -> d
     return data
 
 
+# Path words under /v1/{plural}/ that are not record ids: `PUT /v1/needs/bulk` is a bulk call
+# sent with the wrong method, and storing a record "bulk" would hide that mistake.
+RESERVED_IDS = frozenset({"bulk"})
+
+
 def visible(row: Any, admin: bool) -> bool:
     return admin or row.visibility == "public"
 
@@ -73,9 +78,19 @@ def make_router(kind: RecordKind) -> APIRouter:
     IdPath = Path(pattern=ID_PATTERN, min_length=1, max_length=64,
                   description="Client id: 1–64 chars of A-Za-z0-9_.:-")
 
+    def reject_reserved_id(request: Request) -> None:
+        """Runs before the body is validated, so the reason is the id even when the body is a bulk one."""
+        record_id = request.path_params.get("record_id")
+        if record_id in RESERVED_IDS:
+            raise ApiError(422, "validation_error", "invalid input: id", [{
+                "field": "id", "type": "reserved",
+                "reason": f"'{record_id}' is reserved; use POST /v1/{plural}/bulk for bulk upserts"}])
+
     @router.put("/{record_id}", response_model=OutModel,
                 responses={**ERRORS, 201: {"model": OutModel, "description": "Created: the id was new"}},
-                dependencies=[Depends(require_writer)], summary=f"Create or replace a {label}")
+                dependencies=[Depends(require_writer), Depends(reject_reserved_id)],
+                summary=f"Create or replace a {label}",
+                description=f"The id `bulk` is reserved (422): bulk upserts are `POST /v1/{plural}/bulk`.")
     def put_record(body: InModel, response: Response, state: StateDep, session: SessionDep,  # type: ignore[valid-type]
                    admin: AdminViewDep, record_id: str = IdPath) -> dict[str, Any]:
         row, created = repository.upsert(session, kind, record_id, body.model_dump())
