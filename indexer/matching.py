@@ -89,6 +89,11 @@ class Matcher:
                          (time.perf_counter() - t0) * 1000)
 
     # ---- explanations ---------------------------------------------------------------
+    @staticmethod
+    def needs_query_text(page: MatchPage) -> bool:
+        """Whether explain_hit needs the query record's row (its key terms are not stored)."""
+        return page.query_side.key_terms is None
+
     def explain_hit(self, page: MatchPage, hit: Hit, query_row: Any | None, match_row: Any) -> dict[str, Any]:
         query_side = page.query_side
         if query_row is not None:

@@ -209,7 +209,8 @@ class InProcess:
         t0 = time.perf_counter()
         with self.state.sessions() as session:
             rows = repository.get_many(session, page.target_kind, [h.id for h in page.hits])
-            query_row = repository.get(session, *query) if query else None
+            query_row = (repository.get(session, *query)
+                         if query and self.matcher.needs_query_text(page) else None)  # as the route
             out["db"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             explained = [self.matcher.explain_hit(page, h, query_row, rows[h.id]) for h in page.hits]
@@ -363,24 +364,30 @@ def render(results: list[dict[str, Any]], command: str) -> str:
 FINDINGS = """\
 Reading the tables:
 
-- **Goals missed** in every run so far (2026-11-29: match by id 2.2–5.8× the raw search, free-text
-  search 1.3–1.6× one encoder call; the ratios move with the load on the shared cores). The raw
-  search takes only a few milliseconds, so fixed per-request costs weigh as much as the search
-  itself: one HTTP round trip through the stack (the `GET /healthz` column), two database reads,
-  scoring the ~150 candidates beyond the raw search, the response model; together about 2× the raw
-  search before any explanation is written.
-- **Explanations are the largest single step** of a match by id: jieba key terms of every matched
-  record's text. "Once known" above is the same pages explained a second time: precomputing each
-  record's key terms at index time, stored with the segment, would give that figure everywhere;
-  it changes the index format, so it is left to the indexer's owner.
-- **Changed in the hot path:** the serving matcher remembers key terms (`KeyTermCache`, already
-  used by reports), so a page extracts the query's key terms once instead of once per match and a
-  record seen recently is not segmented again (the "with it" figure); and `scenematch serve` sets
-  `OMP_WAIT_POLICY=PASSIVE` before torch and faiss start: with OpenMP's default spinning, one
-  query embedding took 1.2–1.8 s p50 whenever the other core was busy (another process, or a
-  rebuild in the same one), 50–70 ms with passive waiting (docs/reliability.md).
+- **Goals still missed, at a third of the latency.** Since the first runs (match by id 25–27 ms
+  p50, free-text search 53–57 ms) match by id went to about 10 ms and search to 34–46 ms, but the
+  ratios stay at 2.4–3.0× the raw search (goal ≤ 2×) and 1.4–1.5× one encoder call (goal ≤ 1.2×):
+  on a quiet machine the raw search itself takes only 3.5–4.5 ms, and the matcher's own ranking
+  (the `server took_ms` column: candidates from both indexes, five signals, calibrated score) is
+  within about 1 ms of it. The rest is a fixed ~5 ms per request that does not grow with the
+  corpus: the HTTP round trip through uvicorn and FastAPI (the `GET /healthz` column), one
+  database read of the page's records (their public fields are not in the index), ten
+  explanations, and the response model. Reaching 2× would mean serving the page's fields from the
+  index instead of the database, and 1.2× overlapping the lexical half of the search with the
+  encoder call; both are open.
+- **Explanations are no longer the largest step:** each record's key terms are extracted once at
+  index time (indexer/keyterms.py, beside the encoder), so a page of ten explanations costs about
+  1.3 ms instead of 7–8 ms (the line above the tables measures both on the same index), and the
+  query record is no longer read from the database at all.
+- **Also changed in the hot path:** passage scoring and per-signal ranks are vectorised and a hit's
+  signals are built only when it is explained; dependencies without I/O are async and the matching
+  routes open their session themselves (FastAPI runs each sync dependency in its thread pool);
+  `scenematch serve` runs on uvloop and httptools; the request middleware does no work a request
+  does not need; and, as before, `OMP_WAIT_POLICY=PASSIVE` before torch and faiss start (with
+  OpenMP's default spinning, one query embedding took 1.2–1.8 s p50 whenever the other core was
+  busy; docs/reliability.md).
 - **Rare pauses at 100k:** a full garbage collection of the serving process takes ~0.7 s (720k
-  tracked objects, mostly per-record token lists). None happened in 300 requests; a rebuild's new
+  tracked objects, mostly per-record token lists). None happened in these runs; a rebuild's new
   segments make one likely soon after. `gc.freeze()` once a segment is loaded would exclude them.
 """
 

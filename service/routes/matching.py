@@ -64,7 +64,9 @@ def render(page: MatchPage, matcher: Matcher, session: Any, state: AppState, adm
            offset: int, limit: int, query_info: dict[str, Any], source_kind: str | None = None,
            source_id: str | None = None) -> dict[str, Any]:
     rows = repository.get_many(session, page.target_kind, [h.id for h in page.hits])
-    query_row = repository.get(session, source_kind, source_id) if source_kind and source_id else None
+    # The query record's own text is read only for an index that does not store key terms.
+    query_row = (repository.get(session, source_kind, source_id)
+                 if source_kind and source_id and matcher.needs_query_text(page) else None)
     items = []
     for position, hit in enumerate(page.hits, start=offset + 1):
         row = rows.get(hit.id)
