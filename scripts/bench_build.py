@@ -3,7 +3,7 @@
 Not imported by the package. Writes a Markdown section to stdout (and into
 docs/benchmarks.md with --write). Example:
 
-    .venv/bin/python -m indexer.bench_build --sizes 1000,10000 --scale 100000,1000000 --write
+    .venv/bin/python scripts/bench_build.py --sizes 1000,10000 --scale 100000,1000000 --write
 """
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+import sys
+
+# Run as a script (it drives the whole service, so it lives outside the packages).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
@@ -196,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = [bench_pipeline(int(n), args.raw_sample) for n in args.sizes.split(",") if n]
     parts = [bench_parts(int(n)) for n in args.scale.split(",") if n]
-    command = (f"python -m indexer.bench_build --sizes {args.sizes} --scale {args.scale} "
+    command = (f"python scripts/bench_build.py --sizes {args.sizes} --scale {args.scale} "
                f"--raw-sample {args.raw_sample}")
     text = render(pipeline, parts, command)
     print(text)

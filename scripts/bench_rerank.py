@@ -1,7 +1,7 @@
 """Re-ranking ideas measured against the shipped ranking: dense pseudo-relevance feedback
 and reciprocal (two-sided) re-scoring. Not imported by the package.
 
-    .venv/bin/python -m indexer.bench_rerank [--csl ../shared/benchmarks/csl/ts_dev.tsv]
+    .venv/bin/python scripts/bench_rerank.py [--csl ../shared/benchmarks/csl/ts_dev.tsv]
 
 - PRF: the query vector plus `a` × the mean document vector of the shipped top `k`,
   normalised, ranked again (a second retrieval pass per query).
@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+import sys
+
+# Run as a script (it drives the whole service, so it lives outside the packages).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 

@@ -1,6 +1,6 @@
 """Measure domain classification on the demo corpus, each component alone and combined.
 
-    python -m indexer.bench_classify [--holdout 0.3] [--seed 7] [--splits 5]
+    python scripts/bench_classify.py [--holdout 0.3] [--seed 7] [--splits 5]
 
 A stratified part of the demo needs and capabilities (by their first domain) is held out
 of the labelled examples and classified, over several random splits. The combination
@@ -17,6 +17,10 @@ import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
+import sys
+
+# Run as a script (it drives the whole service, so it lives outside the packages).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from scipy.optimize import minimize
