@@ -230,7 +230,9 @@ class DomainClassifier:
 
     def predict_text(self, text: str, top_k: int = TOP_K) -> list[tuple[str, float]]:
         # Passage role, like the labelled examples: measured equal or better than query role.
-        vector = self.encoder.encode_passages([text])
+        # Free text skips the embedding cache (as search does): it is asked once, and callers'
+        # texts have no business being stored.
+        vector = getattr(self.encoder, "inner", self.encoder).encode_passages([text])
         return self.predict_vectors(vector, [text], top_k=top_k)[0]
 
 

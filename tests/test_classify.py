@@ -239,6 +239,14 @@ def test_classify_returns_ranked_domains(demo_client):
     assert len(more) == 20 and sum(i["score"] for i in more) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_classified_text_is_not_stored_in_the_embedding_cache(demo_client):
+    cache = demo_client.app.state.scenematch.extras["engine"].encoder.cache
+    before = len(cache)
+    text = "一段只用于分类的临时文本：城市内涝积水点实时监测与预警。"
+    assert demo_client.post("/v1/classify", json={"text": text}).status_code == 200
+    assert len(cache) == before
+
+
 @pytest.mark.parametrize("body, field", [
     ({"text": ""}, "text"), ({"text": "   "}, "text"), ({"text": "长" * 10_001}, "text"),
     ({}, "text"), ({"text": "医院", "top_k": 0}, "top_k"), ({"text": "医院", "top_k": 21}, "top_k"),
