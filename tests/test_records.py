@@ -165,6 +165,16 @@ def test_put_to_the_reserved_id_bulk_is_refused(api, plural, body):
                    headers=CLIENT_H).status_code == 201
 
 
+def test_bulk_item_with_the_reserved_id_is_reported_and_the_rest_stored(api):
+    r = api.post("/v1/needs/bulk", json={"items": [{**NEED, "id": "bulk"}, {**NEED, "id": "N-ok"}]},
+                 headers=CLIENT_H)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["stored"] == 1 and body["failed"] == 1
+    assert body["errors"][0]["index"] == 0 and body["errors"][0]["errors"][0]["type"] == "reserved"
+    assert api.get("/v1/needs/N-ok").status_code == 200 and api.get("/v1/needs/bulk").status_code == 404
+
+
 def test_bulk_over_limit_is_refused(api):
     r = api.post("/v1/needs/bulk", json={"items": [{"id": "x"}] * 10_001}, headers=CLIENT_H)
     assert r.status_code == 422

@@ -157,6 +157,10 @@ def make_router(kind: RecordKind) -> APIRouter:
                 continue
             data = item.model_dump()
             rid = data.pop("id")
+            if rid in RESERVED_IDS:  # as PUT refuses it: /v1/{plural}/bulk could not address it
+                errors.append(BulkError(index=index, id=rid, errors=[{
+                    "field": "id", "reason": f"'{rid}' is reserved for the bulk endpoint", "type": "reserved"}]))
+                continue
             if rid in seen:
                 errors.append(BulkError(index=index, id=rid, errors=[{
                     "field": "id", "reason": f"duplicate of item {seen[rid]} in this request",
