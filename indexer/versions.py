@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.fsutil import fsync_tree, replace_synced, write_atomic, write_synced
+from models.fsutil import (MANIFEST, complete_versions, fsync_tree, read_manifest, replace_synced,
+                           write_atomic, write_synced)
 
-MANIFEST = "manifest.json"
 ACTIVE = "ACTIVE"
 TMP_PREFIX = ".tmp-"
 KEEP = 2  # the active version and the one before it (for rollback)
@@ -50,20 +50,6 @@ def write_version(root: Path, version: str, write: Callable[[Path], dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def complete_versions(root: Path) -> list[str]:
-    """Versions with a readable manifest, oldest first (names sort by build time)."""
-    if not root.exists():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and read_manifest(p) is not None)
 
 
 def active_version(root: Path) -> str | None:

@@ -8,8 +8,14 @@ is only on disk once the folder holding the entry is.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
+
+# A version folder (an index version, an adapted model) is complete once its manifest is
+# readable: it is written last, inside the temp folder, before the folder is renamed into place.
+MANIFEST = "manifest.json"
 
 
 def fsync_path(path: Path) -> None:
@@ -72,3 +78,20 @@ def fsync_tree(folder: Path, *, files: bool) -> None:
                 fsync_path(path)
     for sub in [folder, *[p for p in folder.rglob("*") if p.is_dir()]]:
         fsync_dir(sub)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest, or None for a folder a crash left incomplete."""
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def complete_versions(root: Path) -> list[str]:
+    """Version folders with a readable manifest, oldest first (names sort by creation time)."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and read_manifest(p) is not None)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.fsutil import fsync_tree, replace_synced, write_atomic, write_synced
+from models.fsutil import (MANIFEST, complete_versions, fsync_tree, read_manifest, replace_synced,
+                           write_atomic, write_synced)
 
-MANIFEST = "manifest.json"
 ACTIVE = "ACTIVE_MODEL"
 BASE = "base"
 TMP_PREFIX = ".tmp-"
@@ -55,20 +55,6 @@ def commit_version(root: Path, version: str, manifest: dict[str, Any]) -> Path:
     replace_synced(tmp, final)
     return final
 
-
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def complete_versions(root: Path) -> list[str]:
-    """Versions with a readable manifest, oldest first (names sort by creation time)."""
-    if not root.exists():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and read_manifest(p) is not None)
 
 
 def active_version(root: Path) -> str | None:
