@@ -92,7 +92,8 @@ def replace_section(doc: Path, section: str, body: str) -> None:
         new = text.rstrip("\n") + "\n\n" + body
     else:
         end = text.find("\n## ", start + len(section))
-        new = text[:start] + body + ("" if end < 0 else text[end + 1:])
+        # A blank line before the next section, however the body ends.
+        new = text[:start] + body.rstrip("\n") + "\n" + ("" if end < 0 else "\n" + text[end + 1:])
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(new, encoding="utf-8")
 

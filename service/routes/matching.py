@@ -5,8 +5,6 @@ FastAPI runs a generator dependency's two halves in its thread pool, two extra r
 (~0.2 ms of CPU each on 2 cores, plus a wait for a core when busy) on the hottest routes. The
 handler already runs in the pool, so opening the session there costs nothing extra.
 """
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Path, Query
@@ -26,13 +24,6 @@ router = APIRouter(tags=["matching"])
 ERRORS = {404: {"description": "Unknown id"}, 422: {"description": "Invalid filter"},
           503: {"description": "Index not loaded yet"}}
 IdPath = Path(pattern=ID_PATTERN, min_length=1, max_length=64)
-
-
-@contextmanager
-def read_session(state: AppState) -> Iterator[Any]:
-    """What SessionDep gives, without its thread-pool round trips."""
-    with session_scope(state.sessions) as session:
-        yield session
 
 
 def get_matcher(state: AppState) -> Matcher:
@@ -94,7 +85,7 @@ def make_match_route(kind: str, plural: str, summary: str) -> None:
         status: list[str] = Query([], description="Need statuses (default open, matching)"),
         include_closed: bool = Query(False, description="Include closed/withdrawn needs"),
     ) -> dict[str, Any]:
-        with read_session(state) as session:
+        with session_scope(state.sessions) as session:
             matcher = get_matcher(state)
             filters = query_filters(domain, region, org_type, status)
             try:
@@ -116,7 +107,7 @@ make_match_route("capability", "capabilities", "Ranked needs for a capability (è
 @router.post("/v1/search", response_model=MatchResponse, responses=ERRORS,
              summary="Free-text search over capabilities or needs")
 def search(body: SearchRequest, state: StateDep, admin: AdminViewDep) -> dict[str, Any]:
-    with read_session(state) as session:
+    with session_scope(state.sessions) as session:
         matcher = get_matcher(state)
         target = "capability" if body.target == "capabilities" else "need"
         page = matcher.search(body.query, target, filters=Filters(**body.filters.model_dump()),
