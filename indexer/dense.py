@@ -92,6 +92,9 @@ class DenseIndex:
     """
 
     kind = "base"
+    #: Whether allowed sets up to ``exact_filter_limit`` are scored on their own gathered
+    #: vectors (an approximate index's way to stay exact under tight filters).
+    gathers_small_filters = True
 
     def __init__(self, dim: int, exact_filter_limit: int = EXACT_FILTER_LIMIT,
                  compact_fraction: float = 0.25, search_threads: int = 1, **params):
@@ -186,7 +189,8 @@ class DenseIndex:
         mask = None
         if allowed_ids is not None:
             rows = self._rows_of(_as_ids(allowed_ids))[0]
-            if len(rows) <= self.exact_filter_limit:  # small: sort/dedupe beats an O(n) mask
+            # small: sort/dedupe beats an O(n) mask
+            if self.gathers_small_filters and len(rows) <= self.exact_filter_limit:
                 rows = np.unique(rows)
                 rows = rows[~np.isin(rows, excl)] if len(excl) else rows
                 return self._search_rows(q, k, rows, scores, ids)
@@ -198,7 +202,7 @@ class DenseIndex:
         if mask is not None:
             mask[excl] = False
             count = int(np.count_nonzero(mask))
-            if count <= self.exact_filter_limit:
+            if self.gathers_small_filters and count <= self.exact_filter_limit:
                 return self._search_rows(q, k, np.flatnonzero(mask), scores, ids)
             bitmap = np.packbits(mask, bitorder="little")  # FAISS IDSelectorBitmap layout
             frac = count / len(self)
@@ -298,6 +302,9 @@ class FlatIndex(DenseIndex):
     """
 
     kind = "flat"
+    # Exact already: its bitmap search costs at most an unfiltered one, where copying the
+    # allowed vectors out first cost 10x that (10k rows, 99% allowed: 0.36 vs 3.4 ms).
+    gathers_small_filters = False
 
     def _new_index(self, vectors):
         return faiss.IndexFlatIP(self.dim)
