@@ -48,6 +48,28 @@ class _hybridmethod:
         return bound
 
 
+def _rows_at_least(s: np.ndarray, k: int) -> np.ndarray:
+    """Rows with a positive score, cut to a superset of the best ``k`` and all their ties.
+
+    Most rows of a large index share some common term with a query, and selecting among all
+    of them cost 1.2 ms at 100k rows. A threshold read off a strided sample keeps a few
+    hundred; when at least ``k`` rows reach it, the k-th best (and every tie) is among them,
+    so the result is exact. Otherwise every positive row is kept.
+    """
+    n = len(s)
+    step = n // (200 * k) if k else 0
+    if step >= 2:
+        sample = s[::step]
+        j = 4 * k // step + 1  # the sample's j-th best: about 4k rows of the whole reach it
+        if j < len(sample):
+            threshold = np.partition(sample, len(sample) - j)[len(sample) - j]
+            if threshold > 0:
+                rows = np.flatnonzero(s >= threshold)
+                if len(rows) >= k:
+                    return rows
+    return np.flatnonzero(s > 0)
+
+
 class BM25Index:
     """Sparse BM25 index; rows are documents in insertion order, term ids are stable."""
 
@@ -161,16 +183,20 @@ class BM25Index:
         Rows scoring 0 share no term with the query and are never returned, so
         fewer than ``k`` rows may come back. Ties are broken by row order.
         """
-        s = self.scores(query_tokens)
-        ok = s > 0
+        return self.best_rows(self.scores(query_tokens), k, allowed)
+
+    def best_rows(
+        self, scores: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``top_k`` over scores already computed with ``scores(query_tokens)``."""
+        s = scores
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
             if allowed.shape != s.shape:
                 raise ValueError(f"allowed mask has shape {allowed.shape}, index has {len(self)} rows")
-            ok &= allowed
-        rows = np.flatnonzero(ok)
-        if k <= 0 or len(rows) == 0:
+        if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=s.dtype)
+        rows = _rows_at_least(s if allowed is None else np.where(allowed, s, 0), k)
         vals = s[rows]
         if len(rows) > k:
             part = np.argpartition(-vals, k - 1)[:k]

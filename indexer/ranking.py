@@ -116,7 +116,9 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
         all_allowed = len(allowed_rows) == len(seg)
         _, dense_ids = seg.dense.search(query.vector[None, :], min(DENSE_CANDIDATES, len(allowed_rows)),
                                         allowed_ids=None if all_allowed else allowed_rows)
-        lex_rows, _ = seg.lexical.top_k(query.tokens, LEXICAL_CANDIDATES, allowed=allowed)
+        # One BM25 pass serves both the lexical candidates and every candidate's lexical signal.
+        lex_scores = seg.lexical.scores(query.tokens)
+        lex_rows, _ = seg.lexical.best_rows(lex_scores, LEXICAL_CANDIDATES, allowed=allowed)
         rows = np.union1d(dense_ids[0][dense_ids[0] >= 0], lex_rows).astype(np.int64)
         if len(rows) == 0:
             continue
@@ -125,7 +127,7 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
             lex_norm = snapshot.base[kind].lexical.max_score(query.tokens) or 1.0
         dense = seg.doc_vectors[rows] @ query.vector
         passage = best_passages(seg, rows, query.vector, dense)
-        lexical_raw = seg.lexical.scores(query.tokens, rows).astype(np.float64)
+        lexical_raw = lex_scores[rows].astype(np.float64)
         lexical = np.clip(lexical_raw / lex_norm, 0.0, 1.0)
         if qdomains:
             cols = [seg.domain_codes.index(c) for c in qdomains if c in seg.domain_codes]

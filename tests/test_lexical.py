@@ -96,6 +96,42 @@ def test_top_k_only_positive_and_ties():
     assert len(idx.top_k([], 5)[0]) == 0
 
 
+def reference_best(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> list[int]:
+    ok = scores > 0 if allowed is None else (scores > 0) & allowed
+    rows = np.flatnonzero(ok)
+    return sorted(rows.tolist(), key=lambda r: (-scores[r], r))[:k]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_best_rows_on_large_indexes_is_exact(seed):
+    """The sampled threshold (used from 20k rows) returns exactly the plain selection,
+    ties at the k-th score and filters included."""
+    rng = np.random.default_rng(seed)
+    idx = BM25Index.build(TINY)
+    n = int(rng.integers(20_000, 150_000))
+    # Coarse values make many ties; a share of zeros; some scores far above the rest.
+    scores = np.round(rng.gamma(1.0, 1.0, n), 1).astype(np.float32)
+    scores[rng.random(n) < 0.3] = 0
+    scores[rng.choice(n, 5, replace=False)] += 20
+    for k in (1, 10, 50, 200):
+        for allowed in (None, rng.random(n) < 0.9, rng.random(n) < 0.01, np.zeros(n, dtype=bool)):
+            rows, vals = idx.best_rows(scores, k, allowed)
+            assert rows.tolist() == reference_best(scores, k, allowed)
+            np.testing.assert_array_equal(vals, scores[rows])
+
+
+@pytest.mark.parametrize("stride", range(2, 16))
+def test_best_rows_when_a_sample_overestimates(stride):
+    """A few high scores on a regular stride can fill a strided sample's top: fewer than k
+    rows then reach its threshold and the selection must fall back to every positive row."""
+    rng = np.random.default_rng(stride)
+    n, k = 100_000, 50
+    scores = rng.random(n).astype(np.float32)
+    scores[: 30 * stride : stride] = 100.0
+    rows, _ = BM25Index.build(TINY).best_rows(scores, k)
+    assert rows.tolist() == reference_best(scores, k, None)
+
+
 def test_term_weights_sum_to_score():
     docs = random_corpus(5)
     idx = BM25Index.build(docs)
