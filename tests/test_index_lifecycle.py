@@ -1,6 +1,7 @@
 """Index versions: atomic writes, crash leftovers, live incremental updates, kill -9 mid-build."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -83,6 +84,9 @@ def test_upserts_and_deletes_are_searchable_within_seconds(tmp_path, database_ur
         for kind, rid, body in SEED:
             put(client, kind, rid, body)
         wait_ready(client, timeout=600)
+        # The served base segment is left out of garbage collection (no full-collection pauses).
+        base_tokens = client.app.state.scenematch.extras["engine"].snapshot.base["capability"].tokens
+        assert not any(obj is base_tokens for obj in gc.get_objects())
         version = client.get("/v1/needs/N-a/matches").json()["index_version"]
         wait_for(lambda: search_ids(client, "光纤渗漏监测")[:1] == ["C-a"])
         put(client, "capability", "C-new", {"title": "林区无人机火情巡航", "description": "固定翼无人机搭载热成像巡航林区, 发现火点自动报警。",
