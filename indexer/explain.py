@@ -7,7 +7,7 @@ stored records, no segmentation either.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,11 @@ class Side:
     passage_vectors: np.ndarray  # (p, d)
     domains: list[str]  # codes
     domain_names: list[str]
-    # Stored at index time (indexer/keyterms.py), best first; None: extracted from `text`.
+    # Stored at index time (indexer/keyterms.py), best first; None: extracted from `text`
+    # (only then is `text` read, so it may be left empty beside stored key terms).
     key_terms: dict[str, float] | None = None
+    # As the query side of a page: its terms prepared once for all the page's hits (query_terms).
+    _query_terms: tuple[Any, QueryTerms] | None = field(default=None, init=False, repr=False, compare=False)
 
 
 # The query's best terms against more of the match's, so a term central to the query is found
@@ -41,28 +44,61 @@ QUERY_TERMS, MATCH_TERMS = 40, 80
 
 def terms_of(side: Side, tokenizer: Any, top_k: int) -> dict[str, float]:
     if side.key_terms is not None:
+        if len(side.key_terms) <= top_k:
+            return side.key_terms  # as stored (only read): no copy per hit
         return dict(list(side.key_terms.items())[:top_k])
     return dict(tokenizer.key_terms(side.text, top_k=top_k))
 
 
-def shared_terms(tokenizer: Any, q: dict[str, float], m: dict[str, float],
-                 limit: int = 8) -> list[dict[str, Any]]:
+@dataclass
+class QueryTerms:
+    """The query's key terms with what explaining a hit needs of each: weight, synonyms, genericness.
+
+    Every hit of a page is compared with the same query terms, so this is built once per page
+    (query_terms): looking up the tokenizer's synonyms and is_generic (a normalize() each, through
+    a wrapper's __getattr__ in the service) per hit and term was most of what explaining cost.
+    """
+
+    terms: list[tuple[str, float, tuple[str, ...], bool]]  # term, weight, synonyms, generic
+
+    @classmethod
+    def build(cls, terms: dict[str, float], tokenizer: Any) -> "QueryTerms":
+        synonyms, is_generic = tokenizer.synonyms, tokenizer.is_generic
+        # A shared term is `term` or `term≈variant`; its genericness is that of the part before
+        # the first '≈', which is the same for both spellings.
+        return cls([(term, weight, synonyms.get(term, ()), is_generic(term.split("≈")[0]))
+                    for term, weight in terms.items()])
+
+
+def query_terms(side: Side, tokenizer: Any) -> QueryTerms:
+    """The side's QueryTerms, remembered on it: a page's query side is explained once per hit."""
+    cached = side._query_terms
+    if cached is None or cached[0] is not tokenizer:
+        cached = side._query_terms = (tokenizer, QueryTerms.build(terms_of(side, tokenizer, QUERY_TERMS),
+                                                                  tokenizer))
+    return cached[1]
+
+
+def shared_terms(query: QueryTerms, m: dict[str, float], limit: int = 8) -> list[dict[str, Any]]:
     """Key terms on both sides (or synonyms of each other), generic words only as a last resort."""
     found: dict[str, float] = {}
-    for term, wq in q.items():
+    generic: dict[str, bool] = {}
+    for term, wq, variants, is_generic in query.terms:
         if term in m:
             found[term] = math.sqrt(wq * m[term])
+            generic[term] = is_generic
             continue
-        for variant in tokenizer.synonyms.get(term, ()):  # 无人机 ~ 低空飞行器
+        for variant in variants:  # 无人机 ~ 低空飞行器
             if variant in m:
-                found[f"{term}≈{variant}"] = 0.9 * math.sqrt(wq * m[variant])
+                key = f"{term}≈{variant}"
+                found[key] = 0.9 * math.sqrt(wq * m[variant])
+                generic[key] = is_generic
                 break
-    specific = {t: w for t, w in found.items() if not tokenizer.is_generic(t.split("≈")[0])}
+    specific = {t: w for t, w in found.items() if not generic[t]}
     chosen = specific or found
     ranked = sorted(chosen.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     top = ranked[0][1] if ranked else 1.0
-    return [{"term": t, "weight": round(w / top, 3), "generic": tokenizer.is_generic(t.split("≈")[0])}
-            for t, w in ranked]
+    return [{"term": t, "weight": round(w / top, 3), "generic": generic[t]} for t, w in ranked]
 
 
 def evidence(query: Side, match: Side, limit: int = 2) -> list[dict[str, Any]]:
@@ -93,14 +129,15 @@ def domain_match(query: Side, match: Side) -> dict[str, Any]:
 
 
 def signal_table(model: RankingModel, hit: Hit) -> dict[str, Any]:
-    contrib = contributions(model, hit.signals)
+    signals, ranks, weights = hit.signals, hit.ranks, model.weights
+    contrib = contributions(model, signals)
     table = {}
     for name in SIGNALS:
-        raw = hit.signals["lexical_raw"] if name == "lexical" else hit.signals[name]
+        raw = signals["lexical_raw"] if name == "lexical" else signals[name]
         table[name] = {
-            "label": SIGNAL_LABELS[name], "raw": round(raw, 6), "normalized": round(hit.signals[name], 6),
-            "weight": model.weights.get(name, 0.0), "contribution": round(contrib[name], 6),
-            "rank": hit.ranks.get(name),
+            "label": SIGNAL_LABELS[name], "raw": round(raw, 6), "normalized": round(signals[name], 6),
+            "weight": weights.get(name, 0.0), "contribution": round(contrib[name], 6),
+            "rank": ranks.get(name),
         }
     return table
 
@@ -144,8 +181,7 @@ def summary(direction: str, score: float, match: Side, terms: list[dict[str, Any
 
 def explain(model: RankingModel, hit: Hit, direction: str, query: Side, match: Side,
             tokenizer: Any, names: dict[str, str]) -> dict[str, Any]:
-    terms = shared_terms(tokenizer, terms_of(query, tokenizer, QUERY_TERMS),
-                         terms_of(match, tokenizer, MATCH_TERMS))
+    terms = shared_terms(query_terms(query, tokenizer), terms_of(match, tokenizer, MATCH_TERMS))
     pairs = evidence(query, match)
     dom = domain_match(query, match)
     return {

@@ -55,7 +55,9 @@ class KeyTerms:
     def of(self, row: int, top_k: int = TOP_K) -> dict[str, float]:
         a, b = int(self.offsets[row]), int(self.offsets[row + 1])
         b = min(b, a + top_k)
-        return {self.vocab[int(i)]: float(w) for i, w in zip(self.term_ids[a:b], self.weights[a:b])}
+        # Every explained hit reads a row: tolist() converts it in one call rather than 2×80
+        # numpy scalars one by one (the same Python ints and floats as int() and float()).
+        return dict(zip(map(self.vocab.__getitem__, self.term_ids[a:b].tolist()), self.weights[a:b].tolist()))
 
     def rows(self, rows: np.ndarray) -> list[list[tuple[str, float]]]:
         return [list(self.of(int(r)).items()) for r in rows]

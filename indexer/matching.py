@@ -103,10 +103,11 @@ class Matcher:
                               key_terms=query_side.key_terms)
         seg: Segment = hit.segment
         a, b = seg.passage_range(hit.row)
-        match_side = Side(title=match_row.title, text=key_text_of(match_row), passages=seg.passages[a:b],
-                          passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(hit.row),
-                          domain_names=[self.names.get(c, c) for c in seg.domains_of(hit.row)],
-                          key_terms=seg.key_terms_of(hit.row, MATCH_TERMS))
+        domains, key_terms = seg.domains_of(hit.row), seg.key_terms_of(hit.row, MATCH_TERMS)
+        # The text is only read to extract key terms the index does not hold (as for the query side).
+        match_side = Side(title=match_row.title, text=key_text_of(match_row) if key_terms is None else "",
+                          passages=seg.passages[a:b], passage_vectors=seg.passage_vectors[a:b], domains=domains,
+                          domain_names=[self.names.get(c, c) for c in domains], key_terms=key_terms)
         return explain(self.model, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
 
 
