@@ -41,7 +41,9 @@ class RankingModel:
     @classmethod
     def load(cls, path: Path = WEIGHTS_FILE) -> "RankingModel":
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(weights=data["weights"], bias=data["bias"], info=data.get("info", {}))
+        # Floats even where the file says 1 or 0: explanations show them as the API's float fields.
+        return cls(weights={k: float(v) for k, v in data["weights"].items()}, bias=float(data["bias"]),
+                   info=data.get("info", {}))
 
     def save(self, path: Path = WEIGHTS_FILE) -> None:
         path.write_text(json.dumps({"weights": self.weights, "bias": self.bias, "info": self.info},
