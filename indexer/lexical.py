@@ -60,13 +60,15 @@ def _rows_at_least(s: np.ndarray, k: int) -> np.ndarray:
     step = n // (200 * k) if k else 0
     if step >= 2:
         sample = s[::step]
+        # Positive scores only: numpy's partition crawls over many equal values (a free-text
+        # query scores 0 on most rows: 0.66 ms on 10k values against 0.04 ms without them).
+        sample = sample[sample > 0]
         j = 4 * k // step + 1  # the sample's j-th best: about 4k rows of the whole reach it
-        if j < len(sample):
+        if j <= len(sample):
             threshold = np.partition(sample, len(sample) - j)[len(sample) - j]
-            if threshold > 0:
-                rows = np.flatnonzero(s >= threshold)
-                if len(rows) >= k:
-                    return rows
+            rows = np.flatnonzero(s >= threshold)
+            if len(rows) >= k:
+                return rows
     return np.flatnonzero(s > 0)
 
 
