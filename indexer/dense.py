@@ -165,11 +165,14 @@ class DenseIndex:
     def _rebuild(self, vectors, ids) -> None:  # IVF overrides it to keep its trained cells
         self.build(vectors, ids)
 
-    def search(self, queries, k: int, allowed_ids=None, excluded_ids=None):
+    def search(self, queries, k: int, allowed_ids=None, excluded_ids=None, allowed_rows=None):
         """Top-k by inner product -> (scores (m,k) float32, ids (m,k) int64).
 
         Empty slots hold id -1 and score -inf. ``allowed_ids`` restricts results to
         those ids, ``excluded_ids`` removes ids (e.g. tombstones, already matched).
+        ``allowed_rows``, instead of ``allowed_ids``: a boolean mask over the stored rows, for
+        callers that numbered their vectors by row (a segment does) and have the mask at hand;
+        it skips mapping ~n ids to rows (0.25 ms at 100k).
         """
         q = _as_matrix(queries, self.dim)
         # omp_set_num_threads is per calling thread in libgomp (FAISS's runtime), so
@@ -177,17 +180,22 @@ class DenseIndex:
         prev = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.search_threads)
         try:
-            return self._search(q, int(k), allowed_ids, excluded_ids)
+            return self._search(q, int(k), allowed_ids, excluded_ids, allowed_rows)
         finally:
             faiss.omp_set_num_threads(prev)
 
-    def _search(self, q, k, allowed_ids, excluded_ids):
+    def _search(self, q, k, allowed_ids, excluded_ids, allowed_rows=None):
         scores, ids = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         if k <= 0 or len(q) == 0 or len(self) == 0:
             return scores, ids
         excl = self._rows_of(_as_ids(excluded_ids))[0] if excluded_ids is not None else []
         mask = None
-        if allowed_ids is not None:
+        if allowed_rows is not None:
+            allowed_rows = np.asarray(allowed_rows, dtype=bool)
+            if allowed_rows.shape != self._ids.shape:
+                raise ValueError(f"allowed_rows has shape {allowed_rows.shape}, the index {len(self._ids)} rows")
+            mask = allowed_rows & self._lookup().alive if self._n_dead else allowed_rows.copy()
+        elif allowed_ids is not None:
             rows = self._rows_of(_as_ids(allowed_ids))[0]
             # small: sort/dedupe beats an O(n) mask
             if self.gathers_small_filters and len(rows) <= self.exact_filter_limit:

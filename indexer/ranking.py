@@ -116,8 +116,9 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
         if len(allowed_rows) == 0:
             continue
         all_allowed = len(allowed_rows) == len(seg)
+        # The dense index numbers a segment's vectors by row: the mask serves as is.
         _, dense_ids = seg.dense.search(query.vector[None, :], min(DENSE_CANDIDATES, len(allowed_rows)),
-                                        allowed_ids=None if all_allowed else allowed_rows)
+                                        allowed_rows=None if all_allowed else allowed)
         # One BM25 pass serves both the lexical candidates and every candidate's lexical signal.
         lex_scores = seg.lexical.scores(query.tokens)
         lex_rows, _ = seg.lexical.best_rows(lex_scores, LEXICAL_CANDIDATES, allowed=allowed)

@@ -112,6 +112,28 @@ def test_small_allowed_set_pads_empty_slots(data, kind):
     assert np.all(got == -1)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("limit", [0, 10_000])
+@pytest.mark.parametrize("share", [0.1, 0.95])
+def test_a_row_mask_filters_as_the_same_ids_do(data, kind, limit, share):
+    """allowed_rows (a mask over rows, as segments pass it) returns what allowed_ids returns,
+    also after removals leave tombstoned rows behind (IVF) or shift rows (Flat)."""
+    x, ids, q = data
+    index = _make(kind, exact_filter_limit=limit)
+    index.build(x, ids)
+    index.remove(ids[:50])  # compact_fraction keeps these as tombstones in IVF
+    rows_ids = index._ids  # row -> id after the removal (-1: removed)
+    mask = np.random.default_rng(3).random(len(rows_ids)) < share
+    wanted = rows_ids[mask & (rows_ids >= 0)]
+    by_ids = index.search(q, 10, allowed_ids=wanted, excluded_ids=wanted[:5])
+    by_rows = index.search(q, 10, allowed_rows=mask, excluded_ids=wanted[:5])
+    np.testing.assert_array_equal(by_rows[1], by_ids[1])
+    np.testing.assert_array_equal(by_rows[0], by_ids[0])
+    assert not set(by_rows[1].ravel()) & set(ids[:50].tolist())
+    with pytest.raises(ValueError):
+        index.search(q, 10, allowed_rows=mask[:-1])
+
+
 def test_filtered_flat_selector_path_is_exact(data):
     x, ids, q = data
     index = FlatIndex(DIM, exact_filter_limit=0)
