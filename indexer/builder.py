@@ -152,7 +152,9 @@ def build_full_version(data_dir: Path, sessions: sessionmaker[Session], encoder:
         embedded_by_kind[kind] = embedded
         done_before += len(docs)
     # Records stored without a domain get a predicted one; both kinds' labelled records are examples.
-    classify.classify_unlabelled(embedded_by_kind, encoder, tokenizer, sessions)
+    # Earlier predictions are made again: they came from an older model (an adapted encoder may
+    # have been activated or rolled back since) and fewer examples.
+    classify.classify_unlabelled(embedded_by_kind, encoder, tokenizer, sessions, redo_predicted=True)
     for kind in KINDS:
         segments[kind] = segment_from(kind, embedded_by_kind[kind], domain_codes,
                                       dense_kind=dense_kind)

@@ -289,10 +289,16 @@ class Prediction:
     domains: list[str]
 
 
+def needs_prediction(doc: Any, redo_predicted: bool = False) -> bool:
+    """No client-given domains: none at all, or (redo_predicted) only predicted ones."""
+    return not doc.domains or (redo_predicted and bool(getattr(doc, "domain_predicted", False)))
+
+
 def predict_missing(classifier: DomainClassifier, kind: str, docs: Sequence[Any], vectors: np.ndarray,
-                    tokens: Sequence[Sequence[str]] | None = None) -> list[Prediction]:
+                    tokens: Sequence[Sequence[str]] | None = None,
+                    redo_predicted: bool = False) -> list[Prediction]:
     """Predict the domains of the documents that have none, setting them on the documents."""
-    rows = [i for i, d in enumerate(docs) if not d.domains]
+    rows = [i for i, d in enumerate(docs) if needs_prediction(d, redo_predicted)]
     if not rows:
         return []
     ranked = classifier.predict_vectors(
@@ -351,15 +357,17 @@ def segment_examples(sessions: sessionmaker[Session], segments: Sequence[tuple[s
 
 def classify_unlabelled(embedded: dict[str, Any], encoder: Encoder, tokenizer: Any,
                         sessions: sessionmaker[Session],
-                        more_examples: Callable[[], Sequence[ExamplePart]] | None = None) -> int:
+                        more_examples: Callable[[], Sequence[ExamplePart]] | None = None,
+                        redo_predicted: bool = False) -> int:
     """Give every document without domains its predicted ones, in place, and store them.
 
     `embedded` maps a kind to its EmbeddedDocs (docs, doc_vectors, tokens); its documents
     with client-given domains are examples, with `more_examples()` (the served segments
-    during a refresh). Returns how many documents were classified; a failure is logged
-    and leaves the documents unclassified rather than stopping the indexing.
+    during a refresh). `redo_predicted`: documents whose domains were predicted before are
+    predicted again. Returns how many documents were classified; a failure is logged and
+    leaves the documents unclassified rather than stopping the indexing.
     """
-    if not any(not d.domains for e in embedded.values() for d in e.docs):
+    if not any(needs_prediction(d, redo_predicted) for e in embedded.values() for d in e.docs):
         return 0
     try:
         taxonomy = default_taxonomy()
@@ -368,7 +376,7 @@ def classify_unlabelled(embedded: dict[str, Any], encoder: Encoder, tokenizer: A
         parts += list(more_examples() if more_examples else ())
         classifier = DomainClassifier(encoder, tokenizer, taxonomy, parts)
         predictions = [p for kind, e in embedded.items()
-                       for p in predict_missing(classifier, kind, e.docs, e.doc_vectors, e.tokens)]
+                       for p in predict_missing(classifier, kind, e.docs, e.doc_vectors, e.tokens, redo_predicted)]
         store_predictions(sessions, predictions, taxonomy)
         return len(predictions)
     except Exception:

@@ -217,6 +217,19 @@ def test_full_build_and_refresh_classify_unlabelled_records(tmp_path):
         assert need.domain == "forestry" and need.domain_predicted
         assert cap.domains[0] == "healthcare" and cap.domain_predicted
     assert search.refresh() == 0  # storing a prediction is not a change to index again
+    # A full build predicts again (a model switch rebuilds in full): a stale prediction, as an
+    # older model may have made it, is replaced; client-given domains are kept.
+    with session_scope(sessions) as session:
+        stale = repository.get(session, "need", "open-1")
+        stale.domain, stale.domain_scores = "healthcare", [{"code": "healthcare", "name": "x", "score": 0.9}]
+    search.rebuild()
+    seg = search.snapshot.base["need"]
+    assert seg.domains_of(seg.row_of["open-1"]) == ["forestry"]
+    with session_scope(sessions) as session:
+        need = repository.get(session, "need", "open-1")
+        assert need.domain == "forestry" and need.domain_predicted and need.domain_scores[0]["code"] == "forestry"
+        assert repository.get(session, "need", "f0").domain == "forestry"
+        assert not repository.get(session, "need", "f0").domain_predicted
     search.close()
     engine.dispose()
 
