@@ -160,9 +160,7 @@ class SearchEngine:
                 progress=progress, dense_kind=dense_kind)
             manifest = read_manifest(self.root / version) or {}
             with self._swap_lock:
-                self._touched = {k: set() for k in KINDS}
-                self._seen_seq = int(manifest.get("watermark", 0))
-                self._install(version, manifest, segments)
+                self._install_full(version, manifest, segments)
             self.refresh()
             return version
         finally:
@@ -217,9 +215,7 @@ class SearchEngine:
                     before_swap()
                 activate(self.root, version)
                 self.encoder = encoder
-                self._touched = {k: set() for k in KINDS}
-                self._seen_seq = int(manifest.get("watermark", 0))
-                self._install(version, manifest, segments)
+                self._install_full(version, manifest, segments)
             self.refresh()
             return version
         finally:
@@ -270,6 +266,12 @@ class SearchEngine:
         return len(new)
 
     # ---- internals ------------------------------------------------------------------
+    def _install_full(self, version: str, manifest: dict[str, Any], segments: dict[str, Segment]) -> None:
+        """Serve a version built in full from the database: changes before its watermark are in it."""
+        self._touched = {k: set() for k in KINDS}
+        self._seen_seq = int(manifest.get("watermark", 0))
+        self._install(version, manifest, segments)
+
     def _install(self, version: str, manifest: dict[str, Any], segments: dict[str, Segment]) -> None:
         empty = {k: builder.segment_from(k, builder.embed_docs([], self.encoder, self.tokenizer),
                                          self.domain_codes, reference=segments[k]) for k in KINDS}
