@@ -79,6 +79,7 @@ class SentenceTransformerEncoder(Encoder):
         folder = Path(path_or_name).expanduser()
         is_dir = folder.is_dir()
         self.model = SentenceTransformer(str(folder) if is_dir else str(path_or_name), device="cpu")
+        self.model.eval()  # inference only (_encode_one relies on it; training uses its own copy)
         if name is None:
             name = _folder_identity(folder) if is_dir else str(path_or_name)
         self.name = name
@@ -111,7 +112,21 @@ class SentenceTransformerEncoder(Encoder):
         return out
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
+        if len(texts) == 1:  # a search's query
+            return self._encode_one(texts[0], self.query_prompt_name)
         return self._encode(texts, self.query_prompt_name, _QUERY_BATCH, None)
+
+    def _encode_one(self, text: str, prompt_name: str | None) -> np.ndarray:
+        """One text through the model's own preprocessing and forward pass, as encode() runs
+        each batch, without encode()'s per-call set-up (argument checks, eval() over every
+        module, length sorting): 1.5-3 ms of a ~24 ms query here. The same vector (tests)."""
+        import torch
+
+        prompt = self.model.prompts[prompt_name] if prompt_name else ""
+        with torch.inference_mode():
+            features = self.model.preprocess([text], prompt=prompt)
+            embedding = torch.nn.functional.normalize(self.model(features)["sentence_embedding"], p=2, dim=1)
+        return embedding.numpy().astype(np.float32, copy=False)
 
     def encode_passages(self, texts: list[str], batch_size: int = 32,
                         progress: Progress | None = None) -> np.ndarray:

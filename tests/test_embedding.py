@@ -62,6 +62,16 @@ class FakeST:
         pre = prompt if prompt is not None else self.prompts.get(prompt_name, "")
         return np.stack([_fake_vec(pre, t) for t in texts])
 
+    # The one-text path (SentenceTransformerEncoder._encode_one) calls these two.
+    def preprocess(self, texts, prompt=None):
+        self.batches.append(list(texts))
+        return {"vectors": np.stack([_fake_vec(prompt or "", t) for t in texts])}
+
+    def __call__(self, features):
+        import torch
+
+        return {"sentence_embedding": torch.from_numpy(features["vectors"])}
+
 
 def _fake_st_encoder(model=None) -> SentenceTransformerEncoder:
     enc = SentenceTransformerEncoder.__new__(SentenceTransformerEncoder)
@@ -91,7 +101,8 @@ def test_model_without_prompts_gets_none():
     model.prompts = {}
     enc = _fake_st_encoder(model)
     enc.query_prompt_name = enc.passage_prompt_name = None
-    np.testing.assert_array_equal(enc.encode_queries(["abc"])[0], _fake_vec("", "abc"))
+    np.testing.assert_allclose(enc.encode_queries(["abc"])[0], _fake_vec("", "abc"), atol=1e-6)
+    np.testing.assert_array_equal(enc.encode_queries(["abc", "d"])[0], _fake_vec("", "abc"))
 
 
 def test_cache_roundtrip_persistence_and_wal(tmp_path):
@@ -196,6 +207,17 @@ def test_real_query_and_passage_prompts_differ(encoder):
     assert (cos < 0.995).all(), cos
     direct = encoder.model.encode(["query: " + t for t in TEXTS], normalize_embeddings=True, prompt="")
     np.testing.assert_allclose(q, direct, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_real_single_query_path_equals_the_batch_path(encoder):
+    """One query skips encode()'s set-up; its vector is the one a batch gives (long texts cut
+    at the model's maximum length alike)."""
+    texts = [*TEXTS, "", "山洪" * 600]
+    batch = encoder.encode_queries(texts)
+    alone = np.vstack([encoder.encode_queries([t]) for t in texts])
+    assert alone.dtype == np.float32 and alone.shape == batch.shape
+    np.testing.assert_allclose(alone, batch, atol=2e-6)
 
 
 @pytest.mark.slow
