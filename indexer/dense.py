@@ -21,7 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-#: An allowed set at most this large is scored exactly with numpy on its own vectors:
+#: An allowed set at most this large is scored exactly with numpy on its own vectors (IVF):
 #: ~0.6 ms CPU per 1k allowed (a random-row gather; 1M: 6 ms at 10k, vs 2.4 ms for IVF's
 #: filtered search at recall@10 0.994). Exact and bounded; above it FAISS wins clearly
 #: (1M, 50k allowed: 33 ms vs 3.4 ms, recall@10 0.995).
@@ -416,8 +416,8 @@ def create_dense_index(n_expected: int, dim: int, kind: str = "auto", **params) 
 
     "auto": FlatIndex below FLAT_MAX (50k) vectors, else IVFIndex (SQ8 lists + exact
     rerank of 4k candidates, nlist=4*sqrt(n), nprobe=96, nprobe widened by
-    1/sqrt(allowed share) under filters); allowed sets <= EXACT_FILTER_LIMIT (10k) are
-    scored exactly with numpy. Explicit kinds ("flat", "ivf") take ``params`` as
+    1/sqrt(allowed share) under filters; allowed sets <= EXACT_FILTER_LIMIT (10k) scored
+    exactly with numpy). Flat filters with FAISS's row bitmap. Explicit kinds ("flat", "ivf") take ``params`` as
     constructor arguments. HNSW was measured and rejected: see indexer/bench_dense.py.
     """
     if kind == "auto":
