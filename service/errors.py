@@ -81,6 +81,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        if "database is locked" in str(exc.orig):
+            # SQLite's single writer stayed busy past the 30 s busy timeout (many concurrent bulk
+            # writes, docs/reliability.md): reachable, only overloaded, and worth a retry.
+            log.warning("database write lock not obtained within the busy timeout")
+            return error_response(503, "database_busy", "the database is busy with other writes; retry later",
+                                  headers={"Retry-After": "5"})
         log.warning("database unavailable: %s", type(exc.orig).__name__ if exc.orig else exc)
         return error_response(503, "database_unavailable", "the database is not reachable; retry later",
                               headers={"Retry-After": "5"})

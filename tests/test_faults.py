@@ -435,6 +435,31 @@ def test_an_exhausted_connection_pool_answers_503(tmp_path: Path) -> None:
         assert r.headers["retry-after"] and "QueuePool" not in r.text
 
 
+def test_sqlites_busy_timeout_answers_503_busy_not_unreachable(tmp_path: Path) -> None:
+    """Writers queued past SQLite's busy timeout (seen at 64 concurrent bulk writes) are told the
+    database is busy, to retry, not that it is unreachable."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(make_settings(tmp_path, None))
+
+    def locked() -> None:
+        raise OperationalError("INSERT INTO needs ...", {}, sqlite3.OperationalError("database is locked"))
+
+    def gone() -> None:
+        raise OperationalError("SELECT 1", {}, sqlite3.OperationalError("unable to open database file"))
+
+    app.add_api_route("/v1/locked", locked)
+    app.add_api_route("/v1/gone", gone)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/v1/locked")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy", r.text
+        assert r.headers["retry-after"] and "INSERT" not in r.text
+        r = client.get("/v1/gone")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
+
+
 def test_the_readiness_probe_of_the_database_is_cached_and_bounded(tmp_path: Path) -> None:
     """/readyz's `SELECT 1`: a reason when it fails, and one probe per TTL however many callers ask."""
     from sqlalchemy import create_engine
