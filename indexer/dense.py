@@ -417,8 +417,8 @@ def create_dense_index(n_expected: int, dim: int, kind: str = "auto", **params) 
     "auto": FlatIndex below FLAT_MAX (50k) vectors, else IVFIndex (SQ8 lists + exact
     rerank of 4k candidates, nlist=4*sqrt(n), nprobe=96, nprobe widened by
     1/sqrt(allowed share) under filters; allowed sets <= EXACT_FILTER_LIMIT (10k) scored
-    exactly with numpy). Flat filters with FAISS's row bitmap. Explicit kinds ("flat", "ivf") take ``params`` as
-    constructor arguments. HNSW was measured and rejected: see indexer/bench_dense.py.
+    exactly with numpy). Flat filters with FAISS's row bitmap. Explicit kinds ("flat",
+    "ivf") take ``params`` as constructor arguments. HNSW was measured and rejected: see indexer/bench_dense.py.
     """
     if kind == "auto":
         kind = "flat" if n_expected < FLAT_MAX else "ivf"

@@ -34,7 +34,7 @@ class Side:
     # (only then is `text` read, so it may be left empty beside stored key terms).
     key_terms: dict[str, float] | None = None
     # As the query side of a page: its terms prepared once for all the page's hits (query_terms).
-    _query_terms: tuple[Any, QueryTerms] | None = field(default=None, init=False, repr=False, compare=False)
+    _query_terms: QueryTerms | None = field(default=None, init=False, repr=False, compare=False)
 
 
 # The query's best terms against more of the match's, so a term central to the query is found
@@ -72,11 +72,9 @@ class QueryTerms:
 
 def query_terms(side: Side, tokenizer: Any) -> QueryTerms:
     """The side's QueryTerms, remembered on it: a page's query side is explained once per hit."""
-    cached = side._query_terms
-    if cached is None or cached[0] is not tokenizer:
-        cached = side._query_terms = (tokenizer, QueryTerms.build(terms_of(side, tokenizer, QUERY_TERMS),
-                                                                  tokenizer))
-    return cached[1]
+    if side._query_terms is None:
+        side._query_terms = QueryTerms.build(terms_of(side, tokenizer, QUERY_TERMS), tokenizer)
+    return side._query_terms
 
 
 def shared_terms(query: QueryTerms, m: dict[str, float], limit: int = 8) -> list[dict[str, Any]]:

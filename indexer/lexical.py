@@ -162,20 +162,12 @@ class BM25Index:
         qtf = np.fromiter(counts.values(), dtype=self._w.dtype, count=len(counts))
         return ids, qtf
 
-    def scores(self, query_tokens: Sequence[str], candidates: np.ndarray | None = None) -> np.ndarray:
-        """BM25 score of every document, or of the given row positions (same order)."""
+    def scores(self, query_tokens: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document (one sparse pass; index it for any rows wanted)."""
         ids, qtf = self._query(query_tokens)
-        if candidates is not None:
-            candidates = np.asarray(candidates, dtype=np.int64)
         if len(ids) == 0:
-            n = len(self) if candidates is None else len(candidates)
-            return np.zeros(n, dtype=self._w.dtype)
-        sub = self._w[:, ids]
-        if candidates is not None and len(candidates) * 8 < len(self):
-            # Few candidates: slicing rows of the (small) query sub-matrix beats a full pass.
-            return np.asarray(sub.tocsr()[candidates] @ qtf).ravel()
-        full = np.asarray(sub @ qtf).ravel()
-        return full if candidates is None else full[candidates]
+            return np.zeros(len(self), dtype=self._w.dtype)
+        return np.asarray(self._w[:, ids] @ qtf).ravel()
 
     def top_k(
         self, query_tokens: Sequence[str], k: int, allowed: np.ndarray | None = None

@@ -57,16 +57,6 @@ def test_agrees_with_bm25s_lucene(seed, k1, b):
         np.testing.assert_allclose(ours.scores(q), ref.get_scores(q), rtol=1e-5, atol=1e-6)
 
 
-def test_candidates_match_full_scores():
-    docs = random_corpus(3, n_docs=200)
-    idx = BM25Index.build(docs)
-    q = ["w1", "w5", "w9", "w9"]
-    full = idx.scores(q)
-    for cand in (np.array([5, 0, 199, 5]), np.arange(0, 200, 2)):  # few (row slice) and many
-        np.testing.assert_allclose(idx.scores(q, candidates=cand), full[cand], rtol=1e-6)
-    assert idx.scores(["nope"], candidates=np.array([1, 2])).tolist() == [0.0, 0.0]
-
-
 def test_top_k_order_and_mask():
     docs = random_corpus(4, n_docs=100)
     idx = BM25Index.build(docs)
