@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer import adapt_data, adapt_eval
+from indexer import adapt_data, adapt_eval, adapt_ranking
 from indexer.adapt_data import AdaptConfig, AdaptError
 from indexer.embedding import (
     CachedEncoder,
@@ -35,7 +35,7 @@ from indexer.embedding import (
     _folder_identity,
 )
 from indexer.engine import SearchEngine
-from indexer.ranking import RankingModel
+from indexer.ranking import RankingModel, RankingModels
 from models import model_versions as mv
 from models.embedding_model import (
     DEFAULT_MODEL_NAME,
@@ -242,14 +242,19 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
             return _finish(result, manifest, started)
 
         def accept(snapshot: Any) -> bool:
-            """Judge the fused ranking of the candidate's index against the served one."""
-            ranking = RankingModel.load()
-            served = [s for s in data.eval_sets if s.name in ("labels", "feedback")]
+            """Judge the fused ranking of the candidate's index against the served one, each
+            ranked with its own model's weights (the candidate's fitted on the training labels)."""
+            shipped = RankingModel.load()
             current = engine.snapshot
+            active_ranking = RankingModels(shipped, root).for_model(current.model)
+            fitted = adapt_ranking.fit(snapshot, data.ranking_labels) if config.refit_ranking else None
+            candidate_ranking = fitted or shipped
+            manifest["ranking"] = fitted.to_dict() if fitted else None
+            served = [s for s in data.eval_sets if s.name in ("labels", "feedback")]
             for rset in served:
                 name = f"{rset.name}_served"
-                candidate_metrics[name] = adapt_eval.served_metrics(snapshot, rset, ranking)
-                active_metrics[name] = adapt_eval.served_metrics(current, rset, ranking)
+                candidate_metrics[name] = adapt_eval.served_metrics(snapshot, rset, candidate_ranking)
+                active_metrics[name] = adapt_eval.served_metrics(current, rset, active_ranking)
             final = adapt_eval.guard(candidate_metrics, active_metrics, config.tolerance)
             manifest["decision"] = {**final, "stage": "served"}
             if final["accepted"]:

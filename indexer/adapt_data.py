@@ -65,6 +65,9 @@ class AdaptConfig:
     max_holdout_records: int = 300
     label_holdout_fraction: float = 0.5
     tolerance: float = 0.005
+    # Fit the ranking's weights to the new encoder's scores (adapt_ranking); measured to turn the
+    # adapted encoder's fused loss into a gain on the demo labels.
+    refit_ranking: bool = True
 
     def training_config(self, base_path: str) -> dict[str, Any]:
         keys = ("batch_size", "learning_rate", "epochs", "warmup_ratio", "seed", "max_seq_length",
@@ -86,6 +89,8 @@ class TrainingData:
     watermark: int
     feedback_seq: int
     held_out: dict[str, int] = field(default_factory=dict)
+    # Graded (need, capability) pairs outside the held-out needs, for fitting the ranking's weights.
+    ranking_labels: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def held_out(key: str, fraction: float) -> bool:
@@ -231,7 +236,7 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
     held_counts = {"records": len(hold_docs), "labelled_needs": len(eval_needs),
                    "label_queries": len(eval_sets[1]), "feedback_queries": len(eval_sets[2])}
     return TrainingData(pairs, [s for s in eval_sets if len(s)], counts, watermark, feedback_seq,
-                        held_counts)
+                        held_counts, {**train_labels, **train_feedback})
 
 
 def sample_pairs(supervised: list[dict[str, str]], per_record: list[list[dict[str, str]]],

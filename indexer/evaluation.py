@@ -93,6 +93,24 @@ def score_runs(queries: list[LabelledQuery], runs: dict[str, dict[str, dict[str,
             for name, run in runs.items()}
 
 
+def per_query(queries: list[LabelledQuery], run: dict[str, dict[str, float]], metric: str = "ndcg@10",
+              ) -> dict[str, float]:
+    """`metric` of each query on its own (ranx, as score_runs), for paired comparisons."""
+    return {q.qid: float(evaluate(Qrels({q.qid: q.relevant}), Run({q.qid: run.get(q.qid, {})}), metric,
+                                  make_comparable=True)) for q in queries}
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], rounds: int = 10_000,
+                      seed: int = 0) -> dict[str, float]:
+    """Mean of a − b over the queries both hold, with a 95% bootstrap interval (queries resampled)."""
+    diff = np.array([a[q] - b[q] for q in sorted(a.keys() & b.keys())])
+    if len(diff) == 0:
+        return {"mean": 0.0, "low": 0.0, "high": 0.0, "queries": 0}
+    samples = np.random.default_rng(seed).choice(diff, (rounds, len(diff))).mean(axis=1)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "queries": len(diff)}
+
+
 # ---- training data for the fusion -----------------------------------------------------
 def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Signals of every candidate the ranker considers, with the graded label (0 if unlabelled)."""

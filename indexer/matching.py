@@ -10,8 +10,9 @@ import numpy as np
 from indexer.documents import key_text_of
 from indexer.engine import SearchEngine, Snapshot
 from indexer.explain import MATCH_TERMS, QUERY_TERMS, Side, explain
-from indexer.ranking import Hit, Query, RankingModel, rank
+from indexer.ranking import Hit, Query, RankingModel, RankingModels, rank
 from indexer.segment import Filters, Segment
+from models import model_versions as mv
 
 OPEN_STATUSES = ("open", "matching")
 OTHER = {"need": "capability", "capability": "need"}
@@ -30,13 +31,19 @@ class MatchPage:
     query_side: Side
     direction: str
     target_kind: str
+    ranking: RankingModel  # the weights the hits were scored with (the snapshot's model's)
     took_ms: float = 0.0
 
 
 class Matcher:
     def __init__(self, engine: SearchEngine, model: RankingModel, tokenizer: Any,
                  domain_names: dict[str, str]):
+        """`model`: the weights for the base encoder (and any model version without its own)."""
         self.engine, self.model, self.tokenizer, self.names = engine, model, tokenizer, domain_names
+        self.rankings = RankingModels(model, mv.models_root(engine.data_dir))
+
+    def ranking(self, snap: Snapshot) -> RankingModel:
+        return self.rankings.for_model(snap.model)
 
     def snapshot(self) -> Snapshot:
         snap = self.engine.snapshot
@@ -64,10 +71,11 @@ class Matcher:
                       exclude_id=record_id if OTHER[kind] == kind else None)
         target = OTHER[kind]
         statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
-        hits = rank(snap, target, query, self.model, filters=filters,
+        ranking = self.ranking(snap)
+        hits = rank(snap, target, query, ranking, filters=filters,
                     include_restricted=include_restricted, default_statuses=statuses)
         return MatchPage(hits[offset:offset + limit], len(hits), snap, side, DIRECTIONS[kind], target,
-                         (time.perf_counter() - t0) * 1000)
+                         ranking, (time.perf_counter() - t0) * 1000)
 
     def search(self, text: str, target: str, *, filters: Filters | None, include_restricted: bool,
                limit: int, offset: int, include_closed: bool = False) -> MatchPage:
@@ -83,10 +91,11 @@ class Matcher:
                     key_terms=dict(self.tokenizer.key_terms(text, top_k=QUERY_TERMS)))
         query = Query(vector=vector, tokens=self.tokenizer.tokens(text), domains=domains)
         statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
-        hits = rank(snap, target, query, self.model, filters=filters,
+        ranking = self.ranking(snap)
+        hits = rank(snap, target, query, ranking, filters=filters,
                     include_restricted=include_restricted, default_statuses=statuses)
         return MatchPage(hits[offset:offset + limit], len(hits), snap, side, "search", target,
-                         (time.perf_counter() - t0) * 1000)
+                         ranking, (time.perf_counter() - t0) * 1000)
 
     # ---- explanations ---------------------------------------------------------------
     @staticmethod
@@ -108,7 +117,7 @@ class Matcher:
         match_side = Side(title=match_row.title, text=key_text_of(match_row) if key_terms is None else "",
                           passages=seg.passages[a:b], passage_vectors=seg.passage_vectors[a:b], domains=domains,
                           domain_names=[self.names.get(c, c) for c in domains], key_terms=key_terms)
-        return explain(self.model, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
+        return explain(page.ranking, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
 
 
 def empty_vector(dim: int) -> np.ndarray:

@@ -10,7 +10,8 @@ The score is a logistic model of those signals:
   logit = bias + Σ weight_i · signal_i,  score = 1 / (1 + e^-logit)
 fitted on graded labels (`scenematch tune`), so a score reads as the estimated
 probability that a civil servant would judge the match relevant, the same for every
-query. The weights ship in ranking_weights.json beside this file.
+query. The weights ship in ranking_weights.json beside this file; an adapted encoder
+version carries its own, fitted to its scores (RankingModels, indexer/adapt_ranking.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from indexer.engine import Snapshot
 from indexer.segment import Filters, Segment
+from models import model_versions as mv
 
 WEIGHTS_FILE = Path(__file__).with_name("ranking_weights.json")
 SIGNALS = ("dense", "passage", "lexical", "domain", "rel")
@@ -40,14 +42,19 @@ class RankingModel:
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_FILE) -> "RankingModel":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RankingModel":
         # Floats even where the file says 1 or 0: explanations show them as the API's float fields.
         return cls(weights={k: float(v) for k, v in data["weights"].items()}, bias=float(data["bias"]),
                    info=data.get("info", {}))
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "bias": self.bias, "info": self.info}
+
     def save(self, path: Path = WEIGHTS_FILE) -> None:
-        path.write_text(json.dumps({"weights": self.weights, "bias": self.bias, "info": self.info},
-                                   ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     def logits(self, features: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(features.values())))
@@ -55,6 +62,33 @@ class RankingModel:
         for name, w in self.weights.items():
             out += w * features[name]
         return out
+
+
+class RankingModels:
+    """The weights to rank each encoder's index with: an adapted version's own, else the default.
+
+    An adaptation stores the weights it was judged with in its version's manifest ("ranking"),
+    because the shipped weights were fitted to the base model's score scale. Versions are
+    immutable once committed, so each model name is looked up on disk once.
+    """
+
+    def __init__(self, default: RankingModel, models_root: Path | None = None):
+        self.default, self.root = default, models_root
+        self._by_model: dict[str, RankingModel] = {}
+
+    def for_model(self, model_name: str) -> RankingModel:
+        found = self._by_model.get(model_name)
+        if found is None:
+            found = self._by_model[model_name] = self._lookup(model_name)
+        return found
+
+    def _lookup(self, model_name: str) -> RankingModel:
+        if self.root is not None:
+            for manifest in mv.list_versions(self.root):
+                stored = manifest.get("ranking")
+                if manifest.get("model") == model_name and stored:
+                    return RankingModel.from_dict(stored)
+        return self.default
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray | float:

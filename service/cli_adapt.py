@@ -89,6 +89,8 @@ def adapt_command(
     use_feedback: bool = typer.Option(True, "--feedback/--no-feedback"),
     use_demo_labels: bool = typer.Option(True, "--demo-labels/--no-demo-labels"),
     tolerance: float = typer.Option(0.005, min=0, max=0.2, help="Largest nDCG@10 drop still accepted"),
+    refit_ranking: bool = typer.Option(True, "--refit-ranking/--shipped-ranking",
+                                       help="Fit the ranking's weights to the new encoder on the training labels"),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON"),
 ) -> None:
     """Fine-tune the encoder on the stored records and feedback; activate it only if it does not lose."""
@@ -105,7 +107,8 @@ def adapt_command(
                                epochs=epochs, batch_size=batch_size, seed=seed, loss=loss,
                                freeze_embeddings=freeze_embeddings, record_pairs=record_pairs,
                                use_feedback=use_feedback,
-                               use_demo_labels=use_demo_labels, tolerance=tolerance)
+                               use_demo_labels=use_demo_labels, tolerance=tolerance,
+                               refit_ranking=refit_ranking)
     settings = Settings()
     base = adapt.BaseModel.resolve(settings.embedding_model, settings.cache_dir)
     result = _run_job("adapt", config.to_dict(), "编码器自适应 adapt",

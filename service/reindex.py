@@ -125,6 +125,11 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
         last_refresh_error=engine.last_refresh_error,
         manifest=snap.manifest,
     )
+    matcher = state.extras.get("matcher")
+    if matcher is not None:  # the signal weights this index is ranked with
+        ranking = matcher.ranking(snap)
+        status["ranking"] = {"weights": ranking.weights, "bias": ranking.bias,
+                             "source": "shipped" if ranking is matcher.model else "model_version"}
     return status
 
 

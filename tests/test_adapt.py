@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import adapt_data, adapt_eval
+from indexer import adapt_data, adapt_eval, adapt_ranking
 from indexer.embedding import Encoder
+from indexer.ranking import RankingModel
 from indexer.versions import active_version as active_index
 from indexer.versions import index_root
 from indexer.versions import read_manifest as read_index_manifest
@@ -307,6 +308,8 @@ def test_adaptation_activates_a_version_and_the_index_uses_it(adapted: tuple[Tes
     for key in ("base_model", "data", "pairs", "hyper_parameters", "metrics", "training", "decision"):
         assert manifest[key], key
     assert manifest["hyper_parameters"]["learning_rate"] == 2e-5
+    # Six labelled training needs on these two domains: too few to fit weights, the shipped ones serve.
+    assert manifest["ranking"] is None
     need_id = client.get("/v1/needs", params={"limit": 1}).json()["items"][0]["id"]
     matches = client.get(f"/v1/needs/{need_id}/matches")
     assert matches.status_code == 200 and matches.json()["items"]
@@ -367,6 +370,37 @@ def test_a_restart_serves_the_active_model_without_rebuilding(adapted: tuple[Tes
         engine = engine_of(second)
         assert engine.snapshot.version == index_before
         assert engine.encoder.name == first["model"] == engine.snapshot.model
+
+
+@pytest.mark.slow
+def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[TestClient, dict]) -> None:
+    client, first = adapted
+    root = mv.models_root(data_dir_of(client))
+    shipped = RankingModel.load()
+    need_id = client.get("/v1/needs", params={"limit": 1}).json()["items"][0]["id"]
+
+    def served_weights() -> tuple[float, dict[str, float]]:
+        explanation = client.get(f"/v1/needs/{need_id}/matches").json()["items"][0]["explanation"]
+        return explanation["bias"], {k: v["weight"] for k, v in explanation["signals"].items()}
+
+    assert served_weights() == (shipped.bias, shipped.weights)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adapt_ranking, "MIN_QUERIES", 1)  # fit on this subset's six training needs
+        job = run_adapt(client, {**TINY, "tolerance": 0.2})
+    result = job["result"]
+    assert job["status"] == "succeeded" and result["activated"], job
+    stored = mv.read_manifest(root / result["version"])["ranking"]
+    assert stored["info"]["queries"] == 6 and stored["info"]["model"] == result["model"]
+    assert (stored["bias"], stored["weights"]) != (shipped.bias, shipped.weights)
+    assert served_weights() == (stored["bias"], stored["weights"])
+    index = client.get("/v1/admin/index", headers=ADMIN_H).json()["ranking"]
+    assert index == {"weights": stored["weights"], "bias": stored["bias"], "source": "model_version"}
+    # Rolling back restores the previous version together with its weights.
+    response = client.post("/v1/admin/model/rollback", headers=ADMIN_H)
+    job = wait_job(client, response.json()["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["active_version"] == first["version"], job
+    assert served_weights() == (shipped.bias, shipped.weights)
+    assert_consistent(client)
 
 
 @pytest.mark.slow

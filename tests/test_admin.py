@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from indexer.ranking import RankingModel
 from models.db import Job
 from service.app import create_app
 from service.jobs import INTERRUPTED
@@ -185,6 +186,8 @@ def test_index_status_shows_version_model_counts_and_types(served: TestClient):
     assert body["index_types"]["lexical"]["type"] == "bm25"
     assert body["watermark"] == body["served_watermark"] and body["pending_changes"] == 0
     assert body["manifest"]["version"] == body["version"] and body["rebuilding"] is False
+    shipped = RankingModel.load()
+    assert body["ranking"] == {"weights": shipped.weights, "bias": shipped.bias, "source": "shipped"}
 
 
 def test_admin_index_and_reindex_answer_503_before_the_engine_is_ready(tmp_path: Path, database_url: str):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, Field
 
 from indexer import adapt
+from indexer.adapt_ranking import MIN_QUERIES
 from indexer.engine import SearchEngine
 from models import model_versions as mv
 from service import search
@@ -47,6 +48,10 @@ class AdaptRequest(StrictModel):
     use_demo_labels: bool = DEFAULTS.use_demo_labels
     tolerance: float = Field(DEFAULTS.tolerance, ge=0, le=0.2,
                              description="Largest nDCG@10 drop on a held-out set still counted as not losing")
+    refit_ranking: bool = Field(DEFAULTS.refit_ranking,
+                                description="Fit the ranking's signal weights to the new encoder's scores on "
+                                            "the training labels (kept with the version; at least "
+                                            f"{MIN_QUERIES} labelled needs, else the shipped weights)")
 
 
 class JobAccepted(BaseModel):
