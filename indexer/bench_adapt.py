@@ -30,9 +30,10 @@ from indexer import adapt, adapt_data, adapt_eval
 from indexer.adapt import AdaptConfig, BaseModel
 from indexer.embedding import CachedEncoder, EmbeddingCache, SentenceTransformerEncoder, load_encoder
 from indexer.engine import SearchEngine
-from indexer.evaluation import demo_queries, read_csl, runs_for, score_runs
-from indexer.ranking import RankingModel
+from indexer.evaluation import demo_queries, paired_difference, per_query, read_csl, runs_for, score_runs
+from indexer.ranking import RankingModel, RankingModels
 from indexer.text import get_tokenizer
+from models import model_versions as mv
 from models import repository
 from models.database import make_engine, make_session_factory, migrate, session_scope
 from models.embedding_model import default_cache_dir
@@ -64,15 +65,20 @@ def measure(engine: SearchEngine, labels: list[dict[str, Any]], held: set[str],
             csl: adapt_eval.RetrievalSet | None) -> dict[str, Any]:
     snap = engine.snapshot
     assert snap is not None
-    ranking = RankingModel.load()
+    shipped = RankingModel.load()
+    # What the version serves with: its own weights when the adaptation fitted them.
+    own = RankingModels(shipped, mv.models_root(engine.data_dir)).for_model(snap.model)
     held_rows = [r for r in labels if r["need_id"] in held]
-    out: dict[str, Any] = {"model": snap.model}
+    out: dict[str, Any] = {"model": snap.model, "own_weights": own is not shipped}
     for name, rows, reverse in (("held_out", held_rows, False), ("held_out_reverse", held_rows, True),
                                 ("all_labels", labels, False)):
         queries = demo_queries(rows, reverse=reverse)
-        scores = score_runs(queries, runs_for(snap, queries, ranking, ("dense", "shipped")))
+        runs = runs_for(snap, queries, shipped, ("dense", "shipped"))
+        runs["served"] = runs_for(snap, queries, own, ("shipped",))["shipped"]
+        scores = score_runs(queries, runs)
         out[name] = {"queries": len(queries),
-                     **{f"{system}_ndcg@10": round(m["ndcg@10"], 4) for system, m in scores.items()}}
+                     **{f"{system}_ndcg@10": round(m["ndcg@10"], 4) for system, m in scores.items()},
+                     "per_query": {s: per_query(queries, runs[s]) for s in ("shipped", "served")}}
     if csl is not None:
         t0 = time.perf_counter()
         out["csl_dev"] = adapt_eval.evaluate(engine.encoder, csl)
@@ -95,7 +101,36 @@ def extrapolate(result: dict[str, Any], records: int, target: int) -> dict[str, 
 
 
 def _pair(m: dict[str, Any]) -> str:
-    return f"{m['dense_ndcg@10']:.4f} / {m['shipped_ndcg@10']:.4f}"
+    served = m.get("served_ndcg@10", m["shipped_ndcg@10"])
+    return f"{m['dense_ndcg@10']:.4f} / {m['shipped_ndcg@10']:.4f} / {served:.4f}"
+
+
+def _brief(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "per_query"} if isinstance(v, dict) else v)
+            for k, v in state.items()}
+
+
+def _differences(states: dict[str, Any]) -> list[str]:
+    """Paired over the held-out queries: each variant as served minus the base model, and its own
+    weights minus the shipped ones on the same encoder."""
+    base = states["base"]
+    out = []
+    for name, m in states.items():
+        if name == "base" or "per_query" not in m["held_out"]:
+            continue
+        comparisons = [("as served minus base", lambda part: (m[part]["per_query"]["served"],
+                                                              base[part]["per_query"]["served"]))]
+        if m.get("own_weights"):
+            comparisons.append(("own weights minus shipped weights", lambda part: (
+                m[part]["per_query"]["served"], m[part]["per_query"]["shipped"])))
+        for title, pick in comparisons:
+            cells = []
+            for part, label in (("held_out", "need→capability"), ("held_out_reverse", "reverse")):
+                d = paired_difference(*pick(part))
+                cells.append(f"{label} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+            out.append(f"- {name}, {title}, held-out nDCG@10 (95% paired bootstrap interval): "
+                       + "; ".join(cells))
+    return out
 
 
 def _guard_cell(guard: dict[str, Any]) -> str:
@@ -107,7 +142,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
     lines = [SECTION, "",
              f"Measured {report['date']} on this 2-core machine (shared with other work, so timings are "
              f"noisy), demo corpus of {report['records']} records: `{command}`.", "",
-             "nDCG@10, dense only / shipped ranking (all signals fused, current weights):", "",
+             "nDCG@10, dense only / all signals fused with the shipped weights / fused with the weights the "
+             "version serves with (its own when the adaptation fitted them, else the shipped ones):", "",
              "| model | held-out need→capability | held-out reverse | all labelled needs | CSL dev (dense) |",
              "|---|---|---|---|---|"]
     for name, m in report["states"].items():
@@ -117,7 +153,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
     held = report["states"]["base"]["held_out"]["queries"]
     lines += ["", f"Held out: {held} labelled needs, never trained on (graded gains, ranx). `all labelled "
               "needs` includes the needs whose labels the label variants trained on: unbiased only for "
-              "`base` and `corpus`.", "",
+              "`base` and `corpus`.", ""]
+    lines += _differences(report["states"])
+    lines += ["",
               "| variant | pairs | steps | train s | pairs/s | peak MB | collect s | evaluate s | "
               "reindex s | total s | guard at tolerance 0.005 (nDCG@10 Δ) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -199,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"date": dt.date.today().isoformat(), "records": records, "command": command,
                               "max_pairs": args.max_pairs, "states": {}, "runs": {}}
     report["states"]["base"] = measure(engine, labels, held, csl)
-    print(json.dumps(report["states"]["base"], ensure_ascii=False), flush=True)
+    print(json.dumps(_brief(report["states"]["base"]), ensure_ascii=False), flush=True)
 
     def load(path: str) -> Any:
         return base_inner if path == base.path else SentenceTransformerEncoder(path)
@@ -217,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         report["states"][variant] = measure(engine, labels, held, csl)
         print(json.dumps({k: result[k] for k in ("training", "timings", "seconds", "guard")},
                          ensure_ascii=False), flush=True)
-        print(json.dumps(report["states"][variant], ensure_ascii=False), flush=True)
+        print(json.dumps(_brief(report["states"][variant]), ensure_ascii=False), flush=True)
         if args.json:
             args.json.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str),
                                  encoding="utf-8")
