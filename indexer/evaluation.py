@@ -95,9 +95,10 @@ def score_runs(queries: list[LabelledQuery], runs: dict[str, dict[str, dict[str,
 
 def per_query(queries: list[LabelledQuery], run: dict[str, dict[str, float]], metric: str = "ndcg@10",
               ) -> dict[str, float]:
-    """`metric` of each query on its own (ranx, as score_runs), for paired comparisons."""
-    return {q.qid: float(evaluate(Qrels({q.qid: q.relevant}), Run({q.qid: run.get(q.qid, {})}), metric,
-                                  make_comparable=True)) for q in queries}
+    """`metric` of each query on its own (ranx, as score_runs), for paired comparisons; a query
+    with nothing retrieved scores 0, as make_comparable counts it there."""
+    return {q.qid: float(evaluate(Qrels({q.qid: q.relevant}), Run({q.qid: run[q.qid]}), metric))
+            if run.get(q.qid) else 0.0 for q in queries}
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float], rounds: int = 10_000,
