@@ -415,7 +415,12 @@ Reading the tables:
 - **Tried and not kept:** running jieba and BM25 in a second thread while the encoder runs
   (26.9 vs 27.1 ms p50 over 100 queries at 100k: torch already uses both cores), and one torch
   thread per query (equal on a quiet machine; torch's thread setting is process-wide, and the
-  in-process reindex needs both cores).
+  in-process reindex needs both cores). Nor letting OpenMP threads spin briefly before they sleep
+  (`GOMP_SPINCOUNT`; the service sets `OMP_WAIT_POLICY=PASSIVE`, docs/reliability.md): with
+  300,000 spins one query embedding took 17 instead of 28 ms on a quiet machine and free-text
+  search over HTTP 22 instead of 26 ms p50, but with one core kept busy by another process an
+  embedding took 36–138 ms (300,000 to 10,000 spins) instead of 31 ms, and under heavier load the
+  spinning default took seconds (docs/reliability.md).
 - **Explanations do not dominate:** each record's key terms are extracted at index time
   (indexer/keyterms.py), so a page of ten costs 0.6–0.7 ms against 6.6–6.7 ms extracting them
   per request (the line above the tables measures both on the same index).
