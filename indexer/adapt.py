@@ -282,7 +282,7 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
 
 def _finish(result: dict[str, Any], manifest: dict[str, Any], started: float) -> dict[str, Any]:
     return {**result, "decision": manifest["decision"], "metrics": manifest["metrics"],
-            "seconds": round(time.monotonic() - started, 1)}
+            "ranking": manifest.get("ranking"), "seconds": round(time.monotonic() - started, 1)}
 
 
 def rollback(engine: SearchEngine, base: BaseModel, load: Callable[[str], Encoder],

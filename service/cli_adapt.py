@@ -122,6 +122,11 @@ def adapt_command(
     console.print(f"训练 training: {training.get('pairs_trained')} pairs, {training.get('steps')} steps, "
                   f"{training.get('seconds')} s ({training.get('pairs_per_s')} pairs/s)"
                   + (" — 时间上限提前结束 (stopped at the time budget)" if training.get("stopped_early") else ""))
+    ranking = result.get("ranking")
+    if result["decision"].get("stage") == "served":  # the fused ranking was judged
+        console.print(f"排序权重 ranking weights: 按 {ranking['info']['queries']} 个训练集需求重新拟合 "
+                      f"(fitted to the new model on {ranking['info']['queries']} labelled training needs)"
+                      if ranking else "排序权重 ranking weights: 沿用默认权重 (the shipped weights)")
     if result.get("activated"):
         console.print(f"[green]已启用 activated[/green] 模型版本 {result['version']}, "
                       f"索引版本 {result['index_version']} ({result['seconds']} s)")

@@ -309,7 +309,7 @@ def test_adaptation_activates_a_version_and_the_index_uses_it(adapted: tuple[Tes
         assert manifest[key], key
     assert manifest["hyper_parameters"]["learning_rate"] == 2e-5
     # Six labelled training needs on these two domains: too few to fit weights, the shipped ones serve.
-    assert manifest["ranking"] is None
+    assert manifest["ranking"] is None and result["ranking"] is None
     need_id = client.get("/v1/needs", params={"limit": 1}).json()["items"][0]["id"]
     matches = client.get(f"/v1/needs/{need_id}/matches")
     assert matches.status_code == 200 and matches.json()["items"]
@@ -390,6 +390,7 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
     result = job["result"]
     assert job["status"] == "succeeded" and result["activated"], job
     stored = mv.read_manifest(root / result["version"])["ranking"]
+    assert result["ranking"] == stored  # reported with the job's result
     assert stored["info"]["queries"] == 6 and stored["info"]["model"] == result["model"]
     assert (stored["bias"], stored["weights"]) != (shipped.bias, shipped.weights)
     assert served_weights() == (stored["bias"], stored["weights"])
@@ -440,3 +441,21 @@ def test_cli_defaults_are_the_shipped_defaults() -> None:
             assert param.default.default == getattr(defaults, name), name
     for name, value in AdaptRequest().model_dump().items():
         assert value == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize("ranking", [None, {"weights": {}, "bias": 0.0, "info": {"queries": 31}}])
+def test_cli_says_which_weights_the_candidate_was_judged_with(ranking: dict | None, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from service import cli_adapt
+    from service.cli import app
+
+    check = {"set": "labels_served", "queries": 40, "judged": True, "passed": True, "delta": 0.004}
+    metric = {"labels_served": {"ndcg@10": 0.88, "mrr@10": 0.9}}
+    result = {"activated": False, "training": {}, "ranking": ranking, "metrics": {"candidate": metric, "active": metric},
+              "decision": {"stage": "served", "checks": [check], "reason": "the candidate loses on: x"}}
+    monkeypatch.setattr(cli_adapt, "_run_job", lambda *args, **kwargs: result)
+    out = CliRunner().invoke(app, ["adapt"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    expected = "fitted to the new model on 31 labelled training needs" if ranking else "the shipped weights"
+    assert expected in out.output
