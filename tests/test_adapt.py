@@ -393,6 +393,14 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
     assert result["ranking"] == stored  # reported with the job's result
     assert stored["info"]["queries"] == 6 and stored["info"]["model"] == result["model"]
     assert (stored["bias"], stored["weights"]) != (shipped.bias, shipped.weights)
+    # The guard judged the candidate's fused ranking with those weights, not the shipped ones.
+    engine = engine_of(client)
+    data = adapt_data.collect(engine.sessions, engine.tokenizer, adapt_data.AdaptConfig())
+    labels = next(s for s in data.eval_sets if s.name == "labels")
+    judged = result["metrics"]["candidate"]["labels_served"]["ndcg@10"]
+    own = RankingModel.from_dict(stored)
+    assert adapt_eval.served_metrics(engine.snapshot, labels, own)["ndcg@10"] == judged
+    assert adapt_eval.served_metrics(engine.snapshot, labels, shipped)["ndcg@10"] != judged
     assert served_weights() == (stored["bias"], stored["weights"])
     index = client.get("/v1/admin/index", headers=ADMIN_H).json()["ranking"]
     assert index == {"weights": stored["weights"], "bias": stored["bias"], "source": "model_version"}
