@@ -118,15 +118,14 @@ def _differences(states: dict[str, Any]) -> list[str]:
     for name, m in states.items():
         if name == "base" or "per_query" not in m["held_out"]:
             continue
-        comparisons = [("as served minus base", lambda part: (m[part]["per_query"]["served"],
-                                                              base[part]["per_query"]["served"]))]
+        # (title, the variant's run, the state and run it is compared with)
+        comparisons = [("as served minus base", "served", base, "served")]
         if m.get("own_weights"):
-            comparisons.append(("own weights minus shipped weights", lambda part: (
-                m[part]["per_query"]["served"], m[part]["per_query"]["shipped"])))
-        for title, pick in comparisons:
+            comparisons.append(("own weights minus shipped weights", "served", m, "shipped"))
+        for title, run, other, other_run in comparisons:
             cells = []
             for part, label in (("held_out", "need→capability"), ("held_out_reverse", "reverse")):
-                d = paired_difference(*pick(part))
+                d = paired_difference(m[part]["per_query"][run], other[part]["per_query"][other_run])
                 cells.append(f"{label} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
             out.append(f"- {name}, {title}, held-out nDCG@10 (95% paired bootstrap interval): "
                        + "; ".join(cells))

@@ -420,7 +420,10 @@ Reading the tables:
   300,000 spins one query embedding took 17 instead of 28 ms on a quiet machine and free-text
   search over HTTP 22 instead of 26 ms p50, but with one core kept busy by another process an
   embedding took 36–138 ms (300,000 to 10,000 spins) instead of 31 ms, and under heavier load the
-  spinning default took seconds (docs/reliability.md).
+  spinning default took seconds (docs/reliability.md). Measured with throw-away scripts, not this
+  benchmark: 40 query embeddings timed in one process under each `GOMP_SPINCOUNT`, alone and beside
+  `python -c 'while True: pass'`; search over HTTP with the server alone (this benchmark's own
+  encoder calls, in a second process, spin too and slow the server).
 - **Explanations do not dominate:** each record's key terms are extracted at index time
   (indexer/keyterms.py), so a page of ten costs 0.6–0.7 ms against 6.6–6.7 ms extracting them
   per request (the line above the tables measures both on the same index).
