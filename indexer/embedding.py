@@ -8,7 +8,6 @@ because asymmetric models (e5 and friends) need a different prefix for each.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -71,56 +70,6 @@ def _folder_identity(folder: Path) -> str:
     return f"{folder.name}@{h.hexdigest()[:16]}"
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class QueryGate:
-    """Bounds how many single-query forward passes run at once in this process.
-
-    Each pass already spreads over torch's intra-op threads (one per core). Forty request threads
-    embedding at once oversubscribe the cores many times over, and on this machine free-text
-    throughput fell from ~40 to 24-30 searches/s at 16-64 concurrent callers; with at most twice
-    the usable cores in flight it stayed at ~40/s (docs/reliability.md, "Load"). The others wait
-    their turn here instead of in the scheduler. Batch encoding (index builds) is not gated.
-    """
-
-    def __init__(self, limit: int | None = None):
-        self._semaphore: threading.Semaphore | None = None
-        self._count_lock = threading.Lock()
-        self.limit = 0
-        self.waiting = 0  # calls waiting for a turn now (a metrics gauge)
-        self.set_limit(limit)
-
-    def set_limit(self, limit: int | None) -> None:
-        """`None`: twice the usable cores; 0: no limit."""
-        limit = 2 * usable_cores() if limit is None else limit
-        if limit < 0:
-            raise ValueError("limit must be >= 0")
-        self.limit = limit
-        self._semaphore = threading.BoundedSemaphore(limit) if limit else None
-
-    def run(self, fn: Callable[[], np.ndarray]) -> np.ndarray:
-        semaphore = self._semaphore  # a call releases the semaphore it took, across set_limit
-        if semaphore is None:
-            return fn()
-        if not semaphore.acquire(blocking=False):
-            with self._count_lock:
-                self.waiting += 1
-            try:
-                semaphore.acquire()
-            finally:
-                with self._count_lock:
-                    self.waiting -= 1
-        try:
-            return fn()
-        finally:
-            semaphore.release()
-
-
-QUERY_GATE = QueryGate()
-
-
 class SentenceTransformerEncoder(Encoder):
     """Any sentence-transformers model, on CPU, with its own query/passage prompts if it has them."""
 
@@ -164,7 +113,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 1:  # a search's query
-            return QUERY_GATE.run(lambda: self._encode_one(texts[0], self.query_prompt_name))
+            return self._encode_one(texts[0], self.query_prompt_name)
         return self._encode(texts, self.query_prompt_name, _QUERY_BATCH, None)
 
     def _encode_one(self, text: str, prompt_name: str | None) -> np.ndarray:
@@ -317,6 +266,6 @@ def load_encoder(model: str | None, cache_dir: Path) -> Encoder:
 
 
 __all__ = [
-    "CacheKey", "CachedEncoder", "EmbeddingCache", "Encoder", "PASSAGE", "QUERY", "QUERY_GATE",
-    "QueryGate", "SentenceTransformerEncoder", "load_encoder", "text_key",
+    "CacheKey", "CachedEncoder", "EmbeddingCache", "Encoder", "PASSAGE", "QUERY",
+    "SentenceTransformerEncoder", "load_encoder", "text_key",
 ]

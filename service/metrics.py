@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from indexer.embedding import QUERY_GATE, Encoder, Progress
+from indexer.embedding import Encoder, Progress
 from models import repository
 from models.database import session_scope
 from service.reindex import age_seconds
@@ -68,8 +68,7 @@ class ServiceMetrics:
         self.job_failures = Counter("scenematch_job_failures", "Background jobs that failed",
                                     ["kind"], registry=self.registry)
         self.encoder_seconds = Histogram("scenematch_encoder_seconds",
-                                         "Time per embedding call, cache misses only (a query's includes "
-                                         "any wait for its turn: scenematch_encoder_waiting)",
+                                         "Time in the embedding model per call (cache misses only)",
                                          ["role"], buckets=ENCODER_BUCKETS, registry=self.registry)
         self.encoder_texts = Counter("scenematch_encoder_texts", "Texts embedded by the model",
                                      ["role"], registry=self.registry)
@@ -128,10 +127,6 @@ class StateCollector(Collector):
         ready = GaugeMetricFamily("scenematch_ready", "1 once an index is loaded and queries are served")
         ready.add_metric([], 1.0 if state is not None and state.engine_ready else 0.0)
         yield ready
-        waiting = GaugeMetricFamily("scenematch_encoder_waiting",
-                                    "Query embeddings waiting for a turn (SCENEMATCH_ENCODER_CONCURRENCY)")
-        waiting.add_metric([], float(QUERY_GATE.waiting))
-        yield waiting
         if state is None:
             return
         yield from self._stored_records(state)

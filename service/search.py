@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from indexer.adapt import serving_model
-from indexer.embedding import QUERY_GATE, CachedEncoder, EmbeddingCache, Encoder, load_encoder
+from indexer.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
 from indexer.engine import SearchEngine
 from indexer.matching import Matcher
 from indexer.ranking import RankingModel
@@ -31,7 +31,6 @@ def embedding_cache_path(cache_dir: Path) -> Path:
 def open_engine(state: AppState) -> SearchEngine:
     settings = state.settings
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    QUERY_GATE.set_limit(settings.encoder_concurrency)  # process-wide, like torch's threads
     # An adapted model version, when one is active, replaces the configured base model.
     model = serving_model(settings.data_dir, settings.embedding_model, settings.cache_dir)
     encoder = CachedEncoder(shared_encoder(model, str(settings.cache_dir)),

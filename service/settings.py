@@ -28,11 +28,6 @@ class Settings(BaseSettings):
     build_index_on_start: bool = Field(True, description="Build the first index if none exists.")
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty = CORS off.")
     report_retention_days: int = Field(30, ge=1, description="Days a generated report file is kept.")
-    encoder_concurrency: int | None = Field(
-        None, ge=0,
-        description="Query embeddings computed at once; more wait their turn. Default twice the usable "
-                    "cores; 0 = no limit.",
-    )
     log_level: str = Field("INFO")
 
     @field_validator("admin_token", "embedding_model", "database_url", mode="before")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,12 @@ import pytest
 
 from indexer import embedding as emb
 from indexer.embedding import (
-    QUERY_GATE,
     CachedEncoder,
     EmbeddingCache,
     Encoder,
-    QueryGate,
     SentenceTransformerEncoder,
     load_encoder,
     text_key,
-    usable_cores,
 )
 from models.embedding_model import DEFAULT_MODEL_NAME
 
@@ -184,66 +180,6 @@ def test_load_encoder_dispatch(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ real model
 
-class Concurrency:
-    """Counts calls in flight; each call holds until `go` is set (once `expected` are in)."""
-
-    def __init__(self, expected: int) -> None:
-        self.lock, self.active, self.peak, self.go = threading.Lock(), 0, 0, threading.Event()
-        self.expected = expected
-
-    def __call__(self, result=None):  # noqa: ANN001, ANN204
-        with self.lock:
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-        try:
-            self.go.wait(10)
-            return result
-        finally:
-            with self.lock:
-                self.active -= 1
-
-    def run_threads(self, n: int, target, before_go=lambda: None) -> None:  # noqa: ANN001
-        threads = [threading.Thread(target=target) for _ in range(n)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 10
-        while self.active < min(n, self.expected) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.1)  # time for any call the gate should hold back to get in (it must not)
-        before_go()
-        self.go.set()
-        for t in threads:
-            t.join(10)
-
-
-def settled(read, expected: int, timeout: float = 10.0) -> int:  # noqa: ANN001
-    """`read()` once it equals `expected`, or its last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while read() != expected and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return read()
-
-
-@pytest.mark.parametrize("limit, expected_peak", [(2, 2), (1, 1), (0, 8)])
-def test_query_gate_bounds_calls_in_flight(limit: int, expected_peak: int):
-    gate, calls = QueryGate(limit), Concurrency(expected_peak)
-    results = []
-    waiting: list[int] = []
-    calls.run_threads(8, lambda: results.append(gate.run(lambda: calls("v"))),
-                      before_go=lambda: waiting.append(settled(lambda: gate.waiting, 8 - expected_peak)))
-    assert calls.peak == expected_peak and results == ["v"] * 8
-    assert waiting == [8 - expected_peak] and gate.waiting == 0
-
-
-def test_query_gate_limits():
-    assert QueryGate().limit == 2 * usable_cores()
-    with pytest.raises(ValueError):
-        QueryGate(-1)
-    gate = QueryGate(1)
-    gate.set_limit(0)
-    assert gate.run(lambda: "free") == "free"
-
-
 @pytest.fixture(scope="module")
 def encoder(e5_model_dir: Path) -> SentenceTransformerEncoder:
     return SentenceTransformerEncoder(e5_model_dir)
@@ -282,22 +218,6 @@ def test_real_single_query_path_equals_the_batch_path(encoder):
     alone = np.vstack([encoder.encode_queries([t]) for t in texts])
     assert alone.dtype == np.float32 and alone.shape == batch.shape
     np.testing.assert_allclose(alone, batch, atol=2e-6)
-
-
-@pytest.mark.slow
-def test_real_single_queries_pass_the_process_gate(encoder, monkeypatch):
-    """A search's query embedding waits for the process-wide gate; a batch does not."""
-    calls = Concurrency(1)
-    forward = encoder.model.forward
-    monkeypatch.setattr(encoder.model, "forward", lambda features: calls(forward(features)))
-    previous = QUERY_GATE.limit
-    QUERY_GATE.set_limit(1)
-    try:
-        out: list[np.ndarray] = []
-        calls.run_threads(4, lambda: out.append(encoder.encode_queries(["智慧水务"])))
-        assert calls.peak == 1 and len(out) == 4
-    finally:
-        QUERY_GATE.set_limit(previous)
 
 
 @pytest.mark.slow

@@ -41,7 +41,6 @@ def test_requests_are_counted_by_route_template_and_status(api):
     assert value(found, "scenematch_records", kind="needs") == 2
     assert value(found, "scenematch_records", kind="capabilities") == 0
     assert value(found, "scenematch_ready") == 0  # this app has no search engine
-    assert value(found, "scenematch_encoder_waiting") == 0
 
 
 def test_each_app_has_its_own_registry(tmp_path: Path, database_url: str):
