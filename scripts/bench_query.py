@@ -11,7 +11,8 @@ alternates, query by query:
     the same need in this process (filter mask + FAISS top-100 + BM25 top-50 over the same files),
   - free-text search over HTTP (POST /v1/search) vs one encoder call on the same text,
 and breaks the in-process cost down (ranking, explanations, database, JSON) to show where time goes.
---write replaces the "## Query latency" section of docs/benchmarks.md.
+A size may name the capabilities' dense index kind ("100000:flat"; default: the one the
+service picks for that size). --write replaces the "## Query latency" section of docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def build(data_dir: Path, n_caps: int, seed: int = 11) -> dict[str, Any]:
+def build(data_dir: Path, n_caps: int, dense_kind: str = "auto", seed: int = 11) -> dict[str, Any]:
     """DB rows and an active index version for the demo needs plus n synthetic capabilities."""
     from sqlalchemy import insert
 
@@ -116,7 +117,7 @@ def build(data_dir: Path, n_caps: int, seed: int = 11) -> dict[str, Any]:
                                     passage_vectors=passage_vectors, passage_offsets=np.array(offsets, np.int64),
                                     tokens=tokens, key_terms=key_terms)
     segments = {"need": builder.segment_from("need", need_embedded, codes),
-                "capability": builder.segment_from("capability", embedded, codes)}
+                "capability": builder.segment_from("capability", embedded, codes, dense_kind=dense_kind)}
     manifest = builder.make_manifest(segments, encoder, watermark, "full", time.perf_counter() - started, {},
                                      {"synthetic": f"{n_caps} capabilities from demo vectors + noise"})
     root = versions.index_root(data_dir)
@@ -271,11 +272,11 @@ def explain_ab(local: InProcess, ids: list[str]) -> dict[str, float]:
     return out
 
 
-def measure(size: int, workdir: Path, rounds: int, searches: int) -> dict[str, Any]:
+def measure(size: int, dense_kind: str, workdir: Path, rounds: int, searches: int) -> dict[str, Any]:
     from service.demo import demo_records
 
-    data_dir = workdir / f"data-{size}"
-    built = build(data_dir, size)
+    data_dir = workdir / f"data-{size}-{dense_kind}"
+    built = build(data_dir, size, dense_kind)
     print(f"[{size}] built {built['version']} in {built['build_s']:.0f} s; dense {built['dense']}", file=sys.stderr)
     proc, base = serve(data_dir)
     try:
@@ -336,6 +337,15 @@ def measure(size: int, workdir: Path, rounds: int, searches: int) -> dict[str, A
             "breakdown": breakdown}
 
 
+def index_kind(r: dict[str, Any]) -> str:
+    dense = r["built"]["dense"]
+    return dense.get("type") or dense.get("kind") or "?"
+
+
+def label(r: dict[str, Any]) -> str:
+    return f"{r['size']:,} ({index_kind(r)})"
+
+
 def render(results: list[dict[str, Any]], command: str) -> str:
     lines = [SECTION, "", "Command (throw-away data dirs; the synthetic capabilities' vectors are demo embeddings "
              "plus noise, written straight into an index version, as in the index build benchmark):", "",
@@ -352,10 +362,8 @@ def render(results: list[dict[str, Any]], command: str) -> str:
              "| GET /healthz p50 | load avg |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        dense = r["built"]["dense"]
-        kind = dense.get("type") or dense.get("kind") or "?"
         lines.append(
-            f"| {r['size']:,} | {kind} | {r['http_match_p50']:.1f} / {r['http_match_p95']:.1f} ms "
+            f"| {r['size']:,} | {index_kind(r)} | {r['http_match_p50']:.1f} / {r['http_match_p95']:.1f} ms "
             f"| {r['raw_p50']:.1f} / {r['raw_p95']:.1f} ms "
             f"| {r['http_match_p50'] / r['raw_p50']:.1f}× / {r['http_match_p95'] / r['raw_p95']:.1f}× "
             f"| {r['http_search_p50']:.1f} ms | {r['encoder_p50']:.1f} ms "
@@ -368,11 +376,11 @@ def render(results: list[dict[str, Any]], command: str) -> str:
     for r in results:
         for kind in ("match", "search"):
             b = r["breakdown"][kind]
-            lines.append(f"| {r['size']:,} | {'match by id' if kind == 'match' else 'free-text search'} "
+            lines.append(f"| {label(r)} | {'match by id' if kind == 'match' else 'free-text search'} "
                          f"| {r[f'server_{kind}_p50']:.1f} ms | {b['rank']:.1f} ms | {b['db']:.1f} ms "
                          f"| {b['explain']:.1f} ms | {b['json']:.1f} ms |")
     lines += ["", "Explanations of a match-by-id page (p50, in-process, pages not explained before): "
-              + "; ".join(f"{r['size']:,}: {r['explain_ab']['stored']:.1f} ms with the key terms stored in the "
+              + "; ".join(f"{label(r)}: {r['explain_ab']['stored']:.1f} ms with the key terms stored in the "
                           f"index, {r['explain_ab']['extracted']:.1f} ms extracting them per request"
                           for r in results if "explain_ab" in r) + ".",
               "", FINDINGS]
@@ -383,20 +391,27 @@ FINDINGS = """\
 Reading the tables:
 
 - **Where it stands.** Match by id went from 25–27 ms p50 (first runs) to 10.3–10.6 ms (second
-  session) to about 5 ms now, free-text search from 53–57 ms to 34–46 ms to 28 ms. The ratio
-  goals are still missed: 2.6–3.4× the raw search (goal ≤ 2×) and 1.27× one encoder call (goal
-  ≤ 1.2×). The raw search itself got faster in the same work (the first two items below serve
-  it too), from 3.5–4.5 ms to 1.4–2.0 ms, so ≤ 2× now leaves under 2 ms for everything a request
-  does besides searching, and a request has a fixed ~3 ms: the HTTP round trip through uvicorn,
-  FastAPI and the service's middleware (`GET /healthz`, 0.6–0.7 ms; a bare FastAPI app on the
-  same stack answers in 0.24 ms, 0.38 ms from a sync route), the route's thread hop, parameters
-  and session (~0.4 ms), the page's rows from the database (0.5–0.8 ms), ten explanations
-  (0.6 ms) and the JSON (0.1 ms). Free-text search adds ~6 ms to the encoder's 22 ms: candidates
+  session) to about 5 ms now, free-text search from 53–57 ms to 34–46 ms to 28–30 ms. With the
+  index the service picks for each size, the ratio goals are still missed: 2.6–3.5× the raw
+  search (goal ≤ 2×) and 1.23–1.28× one encoder call (goal ≤ 1.2×).
+- **Why a ratio to the raw search is the wrong yardstick.** It falls when the search gets
+  slower. The last row of the first table serves the same 100,000 capabilities from a Flat
+  index (the service's choice below 50,000): the ≤ 2× goal is met, at 1.6× p50 and p95, while
+  every match by id takes about twice as long as with the IVF index the service picks. The work
+  around the search is fixed per request and does not grow with the corpus: the HTTP round trip
+  through uvicorn, FastAPI and the middleware (`GET /healthz`, 0.6–0.9 ms here, where each call
+  follows the benchmark's own work; back to back 0.30 ms, as for a bare FastAPI app on the same
+  stack, 0.32 ms, timed with a throw-away client), the route's thread hop, parameters and session
+  (~0.4 ms), the page's rows from the database (0.5–0.8 ms, where the leak rules check each
+  record's current visibility), the ten explanations the contract asks for (0.6 ms) and the JSON
+  (0.1 ms). That is more than the 1.3–2.1 ms raw search. The two structural savings left would
+  not reach ≤ 2× at 10,000 and only just at 100,000: the page's fields served from the index
+  (~0.5 ms, and the leak rules would depend on the last refresh) and an async route (the thread
+  hop, ~0.2 ms, and the event loop would block on the database). Free-text search adds ~6 ms to the encoder's 22–25 ms: candidates
   and scoring (~2.6 ms: the IVF search ~0.9, BM25 ~0.4, the five signals and sort ~0.8, jieba
-  ~0.25), then the same page costs. What is left would take structural changes: the page's
-  fields served from the index (no database read, but fields only as fresh as the last refresh,
-  which the leak rules would then have to rely on), or no thread hop (an async route, which would
-  block the event loop on the database).
+  ~0.25), then the same page costs; ≤ 1.2× would leave 4.4–5 ms. Absolute budgets (match by id
+  ≤ 6 ms p50 and ≤ 8 ms p95 at 100,000 capabilities; search ≤ one encoder call + 7 ms) would
+  hold the service to what users feel; the rows of the indexes the service picks meet them here.
 - **What changed in this round** (each measured in-process before it was kept):
   - a Flat index under a filter (every public query is filtered once restricted records exist)
     searched a copy of the allowed vectors: 3.4 ms at 10k; FAISS's row bitmap takes 0.36 ms;
@@ -430,9 +445,18 @@ Reading the tables:
 """
 
 
+def parse_sizes(text: str) -> list[tuple[int, str]]:
+    out = []
+    for item in text.split(","):
+        size, _, kind = item.partition(":")
+        out.append((int(size), kind or "auto"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--sizes", default="10000,100000", type=parse_sizes,
+                        help="capability counts, each optionally with a dense index kind: 10000,100000:flat")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the open demo needs")
     parser.add_argument("--searches", type=int, default=120, help="distinct free-text queries")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
@@ -441,7 +465,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="scenematch-bench-query-"))
     try:
-        results = [measure(size, workdir, args.rounds, args.searches) for size in args.sizes]
+        results = [measure(size, kind, workdir, args.rounds, args.searches) for size, kind in args.sizes]
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
