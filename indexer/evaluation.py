@@ -131,15 +131,57 @@ def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0,
                  sample_weight: np.ndarray | None = None) -> RankingModel:
-    """Logistic regression of "relevant (grade ≥ 1)" on the signals; grade 2 counts double."""
-    from sklearn.linear_model import LogisticRegression
+    """Logistic regression of "relevant (grade ≥ 1)" on the signals; grade 2 counts double.
 
+    Fitted twice: on the pairs whose domain agreement is known (NaN: unknown), and on every
+    pair without the domain signal, for pairs with a side that has no client-given domain.
+    """
     target = (y >= 1).astype(int)
     weight = np.where(y >= 2, 2.0, 1.0) * (1.0 if sample_weight is None else sample_weight)
+    d = SIGNALS.index("domain")
+    known = ~np.isnan(x[:, d])
+    untagged = _fit(x, target, weight, c, without="domain")
+    if len(set(target[known].tolist())) < 2:
+        return untagged  # no pair with a known domain agreement (CSL alone): one model
+    model = _fit(x[known], target[known], weight[known], c)
+    model.untagged = untagged
+    return model
+
+
+def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, c: float, without: str | None = None
+         ) -> RankingModel:
+    """One logistic regression; the signal `without` gets weight 0 (its column is not read)."""
+    from sklearn.linear_model import LogisticRegression
+
+    use = [i for i, s in enumerate(SIGNALS) if s != without]
     clf = LogisticRegression(C=c, max_iter=2000)
-    clf.fit(x, target, sample_weight=weight)
-    weights = {s: round(float(w), 4) for s, w in zip(SIGNALS, clf.coef_[0])}
+    clf.fit(x[:, use], target, sample_weight=weight)
+    weights = dict.fromkeys(SIGNALS, 0.0)
+    weights.update({SIGNALS[i]: round(float(w), 4) for i, w in zip(use, clf.coef_[0])})
     return RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4))
+
+
+def with_untagged_model(x: np.ndarray, y: np.ndarray) -> RankingModel:
+    """The shipped model with an `untagged` model added: its relative weights without the domain
+    signal, Platt-scaled (one scale, one bias) on the labelled pairs, as the shipped weights were."""
+    import datetime as dt
+
+    from sklearn.linear_model import LogisticRegression
+
+    shipped = RankingModel.load()
+    relative = shipped.info.get("relative_weights") or shipped.weights
+    use = [i for i, s in enumerate(SIGNALS) if s != "domain"]
+    z = x[:, use] @ np.array([relative[SIGNALS[i]] for i in use])
+    clf = LogisticRegression(max_iter=2000).fit(z[:, None], (y >= 1).astype(int),
+                                                sample_weight=np.where(y >= 2, 2.0, 1.0))
+    scale = round(float(clf.coef_[0][0]), 4)
+    weights = dict.fromkeys(SIGNALS, 0.0)
+    weights.update({SIGNALS[i]: round(scale * relative[SIGNALS[i]], 4) for i in use})
+    shipped.untagged = RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4), info={
+        "method": "the shipped relative weights without the domain signal, Platt-scaled on the demo labels "
+                  "(both directions)", "scale": scale, "rows": int(len(y)), "date": dt.date.today().isoformat(),
+        "command": "scenematch tune --untagged-only --save"})
+    return shipped
 
 
 def folds(qids: list[str], k: int = 5, seed: int = 13) -> list[set[str]]:

@@ -18,6 +18,7 @@ SIGNAL_LABELS = {
     "dense": "整体语义相似度", "passage": "最佳段落语义相似度", "lexical": "关键词匹配度(BM25)",
     "domain": "领域一致", "rel": "与本次最佳结果的语义差距",
 }
+UNKNOWN_DOMAIN_LABEL = "领域一致（一方领域未由发布方标注，不计入；得分按其余信号估计）"
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Side:
     passage_vectors: np.ndarray  # (p, d)
     domains: list[str]  # codes
     domain_names: list[str]
+    # Predicted by the classifier (not sent by the client): shown, never ranked on.
+    domains_predicted: bool = False
     # Stored at index time (indexer/keyterms.py), best first; None: extracted from `text`
     # (only then is `text` read, so it may be left empty beside stored key terms).
     key_terms: dict[str, float] | None = None
@@ -120,20 +123,25 @@ def evidence(query: Side, match: Side, limit: int = 2) -> list[dict[str, Any]]:
     return pairs
 
 
-def domain_match(query: Side, match: Side) -> dict[str, Any]:
+def domain_match(query: Side, match: Side, counted: bool) -> dict[str, Any]:
+    """Whether the two sides share a domain; `counted`: whether the score relies on it (both
+    sides' domains given by the client), else the domains shown are (partly) predicted."""
     shared = [c for c in match.domains if c in set(query.domains)]
     return {"match": bool(shared), "shared": shared, "query_domains": query.domains,
-            "match_domains": match.domains}
+            "match_domains": match.domains, "query_domains_predicted": query.domains_predicted,
+            "match_domains_predicted": match.domains_predicted, "counted_in_score": counted}
 
 
 def signal_table(model: RankingModel, hit: Hit) -> dict[str, Any]:
     signals, ranks, weights = hit.signals, hit.ranks, model.weights
     contrib = contributions(model, signals)
     table = {}
+    unknown = not signals.get("domain_known", 1.0)
     for name in SIGNALS:
         raw = signals["lexical_raw"] if name == "lexical" else signals[name]
+        label = UNKNOWN_DOMAIN_LABEL if name == "domain" and unknown else SIGNAL_LABELS[name]
         table[name] = {
-            "label": SIGNAL_LABELS[name], "raw": round(raw, 6), "normalized": round(signals[name], 6),
+            "label": label, "raw": round(raw, 6), "normalized": round(signals[name], 6),
             "weight": weights.get(name, 0.0), "contribution": round(contrib[name], 6),
             "rank": ranks.get(name),
         }
@@ -170,18 +178,22 @@ def summary(direction: str, score: float, match: Side, terms: list[dict[str, Any
         parts.append("双方共同涉及" + "、".join(f"「{t}」" for t in specific))
     elif pairs:
         parts.append("用词不同但语义相近")
+    predicted = "" if dom["counted_in_score"] else "经系统预测"
     if dom["shared"]:
-        parts.append("同属" + "、".join(names.get(c, c) for c in dom["shared"]) + "领域")
+        parts.append(predicted + "同属" + "、".join(names.get(c, c) for c in dom["shared"]) + "领域")
     elif dom["query_domains"] and dom["match_domains"]:
-        parts.append("属跨领域匹配（" + "、".join(names.get(c, c) for c in dom["match_domains"][:2]) + "）")
+        parts.append(predicted + "属跨领域匹配（"
+                     + "、".join(names.get(c, c) for c in dom["match_domains"][:2]) + "）")
     return "，".join(parts) + "。"
 
 
 def explain(model: RankingModel, hit: Hit, direction: str, query: Side, match: Side,
             tokenizer: Any, names: dict[str, str]) -> dict[str, Any]:
+    counted = bool(hit.signals.get("domain_known", 1.0))
+    model = model.for_domain(counted)  # the model that scored this pair
     terms = shared_terms(query_terms(query, tokenizer), terms_of(match, tokenizer, MATCH_TERMS))
     pairs = evidence(query, match)
-    dom = domain_match(query, match)
+    dom = domain_match(query, match, counted)
     return {
         "summary": summary(direction, hit.score, match, terms, pairs, dom, names),
         "shared_terms": terms,

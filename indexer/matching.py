@@ -66,6 +66,7 @@ class Matcher:
         side = Side(title="", text="", passages=seg.passages[a:b],
                     passage_vectors=seg.passage_vectors[a:b], domains=seg.domains_of(row),
                     domain_names=[self.names.get(c, c) for c in seg.domains_of(row)],
+                    domains_predicted=bool(seg.domain_predicted[row]),
                     key_terms=seg.key_terms_of(row, QUERY_TERMS))
         query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.given_domains_of(row),
                       exclude_id=record_id if OTHER[kind] == kind else None)
@@ -109,14 +110,15 @@ class Matcher:
             query_side = Side(title=query_row.title, text=key_text_of(query_row),
                               passages=query_side.passages, passage_vectors=query_side.passage_vectors,
                               domains=query_side.domains, domain_names=query_side.domain_names,
-                              key_terms=query_side.key_terms)
+                              domains_predicted=query_side.domains_predicted, key_terms=query_side.key_terms)
         seg: Segment = hit.segment
         a, b = seg.passage_range(hit.row)
         domains, key_terms = seg.domains_of(hit.row), seg.key_terms_of(hit.row, MATCH_TERMS)
         # The text is only read to extract key terms the index does not hold (as for the query side).
         match_side = Side(title=match_row.title, text=key_text_of(match_row) if key_terms is None else "",
                           passages=seg.passages[a:b], passage_vectors=seg.passage_vectors[a:b], domains=domains,
-                          domain_names=[self.names.get(c, c) for c in domains], key_terms=key_terms)
+                          domain_names=[self.names.get(c, c) for c in domains], key_terms=key_terms,
+                          domains_predicted=bool(seg.domain_predicted[hit.row]))
         return explain(page.ranking, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
 
 

@@ -4,14 +4,18 @@ Each candidate gets a few signals, every one of them in 0..1 or a cosine:
   dense    cosine of the query vector and the record's whole-text vector
   passage  best cosine of the query vector and any passage of the record
   lexical  BM25 over jieba tokens, divided by the score of the query against itself
-  domain   1 when the two sides share a client-given domain of the taxonomy, else 0
+  domain   1 when the two sides share a client-given domain of the taxonomy, else 0; unknown
+           when a side has no client-given domain (none sent: predicted or pending)
   rel      dense cosine minus the best dense cosine among this query's candidates
 The score is a logistic model of those signals:
   logit = bias + Σ weight_i · signal_i,  score = 1 / (1 + e^-logit)
 fitted on graded labels (`scenematch tune`), so a score reads as the estimated
 probability that a civil servant would judge the match relevant, the same for every
-query. The weights ship in ranking_weights.json beside this file; an adapted encoder
-version carries its own, fitted to its scores (RankingModels, indexer/adapt_ranking.py).
+query. A pair whose domain agreement is unknown is scored by the `untagged` model: the
+other signals fitted without the domain one, so an untagged record is neither pushed down
+as if its domain differed nor up as if it agreed (docs/quality.md, "Untagged records").
+The weights ship in ranking_weights.json beside this file; an adapted encoder version
+carries its own, fitted to its scores (RankingModels, indexer/adapt_ranking.py).
 """
 from __future__ import annotations
 
@@ -39,6 +43,12 @@ class RankingModel:
     weights: dict[str, float]
     bias: float
     info: dict[str, Any] = field(default_factory=dict)
+    # For pairs whose domain agreement is unknown; None: they count as not agreeing.
+    untagged: "RankingModel | None" = None
+
+    def for_domain(self, known: bool) -> "RankingModel":
+        """The model that scores a pair whose domain agreement is (or is not) known."""
+        return self if known or self.untagged is None else self.untagged
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_FILE) -> "RankingModel":
@@ -48,10 +58,14 @@ class RankingModel:
     def from_dict(cls, data: dict[str, Any]) -> "RankingModel":
         # Floats even where the file says 1 or 0: explanations show them as the API's float fields.
         return cls(weights={k: float(v) for k, v in data["weights"].items()}, bias=float(data["bias"]),
-                   info=data.get("info", {}))
+                   info=data.get("info", {}),
+                   untagged=cls.from_dict(data["untagged"]) if data.get("untagged") else None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights, "bias": self.bias, "info": self.info}
+        out = {"weights": self.weights, "bias": self.bias, "info": self.info}
+        if self.untagged is not None:
+            out["untagged"] = self.untagged.to_dict()
+        return out
 
     def save(self, path: Path = WEIGHTS_FILE) -> None:
         path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -166,14 +180,15 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
         passage = best_passages(seg, rows, query.vector, dense)
         lexical_raw = lex_scores[rows].astype(np.float64)
         lexical = np.clip(lexical_raw / lex_norm, 0.0, 1.0)
+        # Predicted domains are shown, not ranked on: a classifier error (about one in five)
+        # would otherwise push good matches down (CSL dev: nDCG@10 0.991 vs 0.994). Where either
+        # side has no client-given domain, agreement is unknown: NaN here (see rank()).
+        domain = np.full(len(rows), np.nan)
         if qdomains:
+            masks = seg.domain_mask[rows]
+            known = masks.any(axis=1) & ~seg.domain_predicted[rows]
             cols = [seg.domain_codes.index(c) for c in qdomains if c in seg.domain_codes]
-            # Predicted domains are shown, not ranked on: a classifier error (about one in
-            # five) would otherwise push good matches down (CSL dev: nDCG@10 0.991 vs 0.994).
-            domain = (seg.domain_mask[rows][:, cols].any(axis=1)
-                      & ~seg.domain_predicted[rows]).astype(np.float64)
-        else:
-            domain = np.zeros(len(rows))
+            domain[known] = masks[known][:, cols].any(axis=1)
         out.append((seg, rows, {"dense": dense.astype(np.float64), "passage": passage.astype(np.float64),
                                 "lexical": lexical, "domain": domain, "lexical_raw": lexical_raw}))
     if out:
@@ -209,6 +224,9 @@ def rank(snapshot: Snapshot, kind: str, query: Query, model: RankingModel, *,
         return []
     names = list(parts[0][2])
     features = {k: np.concatenate([f[k] for _, _, f in parts]) for k in names}
+    unknown = np.isnan(features["domain"])
+    features["domain"][unknown] = 0.0
+    features["domain_known"] = (~unknown).astype(np.float64)  # the explanation picks the model by it
     rows = np.concatenate([r for _, r, _ in parts])
     segments = [seg for seg, r, _ in parts for _ in range(len(r))]
     ids = [seg.ids[r] for seg, rs, _ in parts for r in rs.tolist()]
@@ -225,6 +243,8 @@ def rank(snapshot: Snapshot, kind: str, query: Query, model: RankingModel, *,
         signal_rank[np.lexsort((id_key, -features[name]))] = positions
         ranks[name] = signal_rank
     logits = model.logits(features)
+    if model.untagged is not None and unknown.any():
+        logits[unknown] = model.untagged.logits({k: v[unknown] for k, v in features.items()})
     order = np.lexsort((id_key, -logits)).tolist()
     table = CandidateTable(features, ranks)
     # Python lists: indexing them is several times cheaper than numpy scalars, for ~150 hits.

@@ -126,6 +126,10 @@ def tune_command(
     csl: Path = typer.Option(None, help="Also fit on a CSL title→abstract file (dev split only)"),
     c: float = typer.Option(1.0, help="Inverse regularisation strength of the logistic model"),
     save: bool = typer.Option(False, help="Write the fitted weights to indexer/ranking_weights.json"),
+    untagged_only: bool = typer.Option(False, "--untagged-only",
+                                       help="Keep the shipped weights; fit only the model for pairs whose "
+                                            "domain agreement is unknown: the shipped relative weights without "
+                                            "the domain signal, Platt-scaled on the demo labels"),
 ) -> None:
     """Fit the ranking's logistic weights on the demo labels (both directions) and CSL dev.
 
@@ -144,6 +148,12 @@ def tune_command(
         parts = [ev.training_rows(engine.snapshot, ev.demo_queries(labels, reverse=r)) for r in (False, True)]
         engine.close()
         x = np.vstack([p[0] for p in parts])
+        if untagged_only:
+            shipped = ev.with_untagged_model(x, np.concatenate([p[1] for p in parts]))
+            typer.echo(json.dumps(shipped.untagged.to_dict(), ensure_ascii=False, indent=2))
+            if save:
+                shipped.save()
+            return
         xs.append(x)
         ys.append(np.concatenate([p[1] for p in parts]))
         sources.append("data/seed/demo/labels (both directions)")

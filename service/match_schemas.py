@@ -58,10 +58,15 @@ class Explanation(BaseModel):
     summary: str = Field(description="One Chinese sentence for a non-specialist")
     shared_terms: list[SharedTerm]
     evidence: list[Evidence]
-    domain_match: dict[str, Any]
+    domain_match: dict[str, Any] = Field(description=(
+        "`match` and `shared` (domain codes both sides have), `query_domains` / `match_domains` with their "
+        "`*_names`, `query_domains_predicted` / `match_domains_predicted` (classified by the service, not "
+        "sent by the client), and `counted_in_score`: false when a side's domains were not given by the "
+        "client; the pair is then scored without the domain signal (the `untagged` model, whose weights "
+        "and bias `signals` and `bias` show)"))
     signals: dict[str, Signal]
     score_rule: str
-    bias: float
+    bias: float = Field(description="Bias of the model that scored this pair")
     logit: float
 
 

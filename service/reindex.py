@@ -130,6 +130,8 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
         ranking = matcher.ranking(snap)
         status["ranking"] = {"weights": ranking.weights, "bias": ranking.bias,
                              "source": "shipped" if ranking is matcher.model else "model_version"}
+        if ranking.untagged is not None:  # for pairs with a side whose domains the client did not give
+            status["ranking"]["untagged"] = {"weights": ranking.untagged.weights, "bias": ranking.untagged.bias}
     return status
 
 

@@ -403,7 +403,10 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
     assert adapt_eval.served_metrics(engine.snapshot, labels, shipped)["ndcg@10"] != judged
     assert served_weights() == (stored["bias"], stored["weights"])
     index = client.get("/v1/admin/index", headers=ADMIN_H).json()["ranking"]
-    assert index == {"weights": stored["weights"], "bias": stored["bias"], "source": "model_version"}
+    untagged = stored["untagged"]  # fitted beside them, for pairs without client-given domains
+    assert untagged["weights"]["domain"] == 0.0
+    assert index == {"weights": stored["weights"], "bias": stored["bias"], "source": "model_version",
+                     "untagged": {"weights": untagged["weights"], "bias": untagged["bias"]}}
     # Rolling back restores the previous version together with its weights.
     response = client.post("/v1/admin/model/rollback", headers=ADMIN_H)
     job = wait_job(client, response.json()["job_id"])

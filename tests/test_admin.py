@@ -187,7 +187,8 @@ def test_index_status_shows_version_model_counts_and_types(served: TestClient):
     assert body["watermark"] == body["served_watermark"] and body["pending_changes"] == 0
     assert body["manifest"]["version"] == body["version"] and body["rebuilding"] is False
     shipped = RankingModel.load()
-    assert body["ranking"] == {"weights": shipped.weights, "bias": shipped.bias, "source": "shipped"}
+    assert body["ranking"] == {"weights": shipped.weights, "bias": shipped.bias, "source": "shipped",
+                               "untagged": {"weights": shipped.untagged.weights, "bias": shipped.untagged.bias}}
 
 
 def test_admin_index_and_reindex_answer_503_before_the_engine_is_ready(tmp_path: Path, database_url: str):

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from indexer import classify
 from indexer.classify import DomainClassifier, ExamplePart
+from indexer.ranking import RankingModel
 from models import repository
 from models.database import make_engine, make_session_factory, migrate, session_scope
 from models.db import Change, Need
@@ -286,6 +287,17 @@ def _wait_predicted(client: TestClient, path: str, timeout: float = 120.0) -> di
         time.sleep(0.3)
 
 
+def _wait_matches(client: TestClient, need_id: str, ready, timeout: float = 120.0) -> list[dict]:  # noqa: ANN001
+    """The need's matches once `ready(explanation)` holds for the first one (the index caught up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = client.get(f"/v1/needs/{need_id}/matches").json().get("items", [])
+        if (items and ready(items[0]["explanation"])) or time.monotonic() > deadline:
+            assert items and ready(items[0]["explanation"]), items[:1]
+            return items
+        time.sleep(0.3)
+
+
 def test_records_without_domain_are_classified_and_a_given_domain_wins(tmp_path):
     settings = make_settings(tmp_path, None, load_demo=True, build_index_on_start=True,
                              refresh_interval_s=0.3)
@@ -312,9 +324,26 @@ def test_records_without_domain_are_classified_and_a_given_domain_wins(tmp_path)
         assert got_cap["domain_predicted"] and 1 <= len(got_cap["domains"]) <= 3
         assert got_cap["domains"][0] == got_cap["predicted_domains"][0]["code"]
 
+        # Its matches show the domain as predicted and are scored without the domain signal.
+        shipped = RankingModel.load()
+        items = _wait_matches(client, "N-auto-1", lambda e: e["domain_match"]["query_domains_predicted"])
+        for item in items:
+            exp = item["explanation"]
+            assert exp["domain_match"]["counted_in_score"] is False and exp["bias"] == shipped.untagged.bias
+            assert exp["signals"]["domain"]["weight"] == 0.0
+            if exp["domain_match"]["query_domains"]:
+                assert "经系统预测" in exp["summary"]
+
         # A domain from the client replaces the prediction.
         given = client.put("/v1/needs/N-auto-1", json={**need, "domain": "smart_city"}, headers=CLIENT_H)
         assert given.status_code == 200
         body = client.get("/v1/needs/N-auto-1").json()
         assert body["domain"] == "smart_city" and body["domain_predicted"] is False
         assert body["predicted_domains"] is None
+        items = _wait_matches(client, "N-auto-1", lambda e: not e["domain_match"]["query_domains_predicted"])
+        for item in items:  # the capability stored without domains is still scored without them
+            dom = item["explanation"]["domain_match"]
+            assert dom["counted_in_score"] is (not dom["match_domains_predicted"])
+            assert dom["match_domains_predicted"] is (item["id"] == "C-auto-1")
+            assert item["explanation"]["bias"] == (shipped.bias if dom["counted_in_score"] else shipped.untagged.bias)
+        assert "C-auto-1" in {i["id"] for i in items}

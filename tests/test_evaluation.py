@@ -1,8 +1,10 @@
 """Evaluation helpers the benchmarks report with."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from indexer import evaluation as ev
 from indexer.evaluation import LabelledQuery, paired_difference, per_query
 
 
@@ -22,3 +24,48 @@ def test_paired_difference_is_the_mean_with_an_interval_around_it():
     same = paired_difference(b, b)
     assert same["mean"] == same["low"] == same["high"] == 0.0
     assert paired_difference({}, b)["queries"] == 0
+
+
+def synthetic_rows(n: int = 3000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Signals in SIGNALS order where relevance follows dense and domain agreement."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, len(ev.SIGNALS)))
+    x[:, ev.SIGNALS.index("domain")] = rng.integers(0, 2, n)
+    logit = -6 + 6 * x[:, ev.SIGNALS.index("dense")] + 3 * x[:, ev.SIGNALS.index("domain")]
+    y = (rng.uniform(0, 1, n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return x, y
+
+
+def test_the_fit_adds_a_model_without_the_domain_signal_for_unknown_agreement():
+    x, y = synthetic_rows()
+    d = ev.SIGNALS.index("domain")
+    x_unknown = x.copy()
+    x_unknown[:500, d] = np.nan  # pairs with a side whose domains the client did not give
+    model = ev.fit_logistic(x_unknown, y)
+    assert model.untagged is not None and model.untagged.weights["domain"] == 0.0
+    assert model.weights["domain"] > 1.0 and model.weights["dense"] > 1.0
+    # The full model is fitted on the known pairs only; the untagged one on every pair.
+    known_only = ev.fit_logistic(x[500:], y[500:])
+    assert model.weights == known_only.weights and model.bias == known_only.bias
+    # Without the domain signal the intercept absorbs its average effect.
+    assert model.untagged.bias > model.bias
+
+
+def test_with_no_known_domain_agreement_the_fit_is_one_model_without_the_domain():
+    x, y = synthetic_rows()
+    x[:, ev.SIGNALS.index("domain")] = np.nan
+    model = ev.fit_logistic(x, y)
+    assert model.untagged is None and model.weights["domain"] == 0.0 and model.weights["dense"] > 1.0
+
+
+def test_the_shipped_untagged_model_keeps_the_shipped_relative_weights():
+    x, y = synthetic_rows()
+    shipped = ev.with_untagged_model(x, y)
+    relative = shipped.info.get("relative_weights") or shipped.weights
+    untagged = shipped.untagged
+    assert untagged.weights["domain"] == 0.0
+    scale = untagged.info["scale"]
+    for s in ev.SIGNALS:
+        if s != "domain":
+            assert untagged.weights[s] == pytest.approx(scale * relative[s], abs=1e-3)
+    assert (shipped.weights, shipped.bias) == (ev.RankingModel.load().weights, ev.RankingModel.load().bias)

@@ -11,6 +11,7 @@ import numpy as np
 from indexer import adapt_ranking
 from indexer.matching import Matcher
 from indexer.ranking import SIGNALS, RankingModel, RankingModels, best_passages
+from indexer.segment import Filters
 from models import model_versions as mv
 from service.demo import demo_labels
 
@@ -90,3 +91,69 @@ def test_weights_are_fitted_on_the_given_labels_only_when_there_are_enough(demo_
     assert adapt_ranking.fit(snapshot, {k: g for k, g in labels.items() if k[0] in needs}) is None
     negatives_only = {k: 0 for k in labels}
     assert adapt_ranking.fit(snapshot, negatives_only) is None
+
+
+# ---- pairs whose domain agreement is unknown ---------------------------------------------------
+def test_a_need_with_predicted_domains_is_scored_by_the_untagged_model(demo_client):
+    """Its domains are shown as predicted, never ranked on: the other signals' model scores it."""
+    engine = demo_client.app.state.scenematch.extras["engine"]
+    names = {c: d.name for c, d in demo_client.app.state.scenematch.taxonomy.domains.items()}
+    shipped = RankingModel.load()
+    assert shipped.untagged is not None and shipped.untagged.weights["domain"] == 0.0
+    matcher = Matcher(engine, shipped, engine.tokenizer, names)
+    seg, row = engine.snapshot.locate("need", "N-smart_water-001")
+    tagged = matcher.match_record("need", "N-smart_water-001", filters=None, include_restricted=False,
+                                  limit=10, offset=0)
+    assert all(h.signals["domain_known"] == 1.0 for h in tagged.hits)
+    seg.domain_predicted[row] = True  # as if the client had sent no domain and it was predicted
+    try:
+        page = matcher.match_record("need", "N-smart_water-001", filters=None, include_restricted=False,
+                                    limit=10, offset=0)
+        explained = [matcher.explain_hit(page, h, None, types.SimpleNamespace(title="t")) for h in page.hits]
+    finally:
+        seg.domain_predicted[row] = False
+    untagged = shipped.untagged
+    for hit, exp in zip(page.hits, explained):
+        assert hit.signals["domain_known"] == 0.0
+        logit = untagged.bias + sum(untagged.weights[s] * hit.signals[s] for s in SIGNALS)
+        assert abs(hit.logit - logit) < 1e-9 and abs(hit.score - 1 / (1 + math.exp(-logit))) < 1e-9
+        assert exp["bias"] == untagged.bias and exp["signals"]["dense"]["weight"] == untagged.weights["dense"]
+        assert exp["signals"]["domain"]["contribution"] == 0.0 and "未由发布方标注" in exp["signals"]["domain"]["label"]
+        assert abs(exp["bias"] + math.fsum(s["contribution"] for s in exp["signals"].values()) - exp["logit"]) < 1e-4
+        dom = exp["domain_match"]
+        assert dom["query_domains_predicted"] is True and dom["counted_in_score"] is False
+        if dom["shared"]:
+            assert "经系统预测同属" in exp["summary"]
+    assert any(e["domain_match"]["shared"] for e in explained)
+    # Same relative weights without the domain signal: the untagged order is the order the other
+    # signals alone give (the tagged page may differ: there the domain counts).
+    plain = RankingModel(weights={**shipped.weights, "domain": 0.0}, bias=shipped.bias)
+    assert [h.id for h in page.hits] == [h.id for h in sorted(
+        page.hits, key=lambda h: (-plain.bias - sum(plain.weights[s] * h.signals[s] for s in SIGNALS), h.id))]
+
+
+def test_free_text_without_a_domain_filter_is_scored_by_the_untagged_model(demo_client):
+    engine = demo_client.app.state.scenematch.extras["engine"]
+    names = {c: d.name for c, d in demo_client.app.state.scenematch.taxonomy.domains.items()}
+    shipped = RankingModel.load()
+    matcher = Matcher(engine, shipped, engine.tokenizer, names)
+    free = matcher.search("城市内涝监测预警", "capability", filters=None, include_restricted=False, limit=10, offset=0)
+    assert free.hits and all(h.signals["domain_known"] == 0.0 for h in free.hits)
+    assert all(abs(h.logit - (shipped.untagged.bias + sum(shipped.untagged.weights[s] * h.signals[s]
+                                                          for s in SIGNALS))) < 1e-9 for h in free.hits)
+    water = Filters(domain=["smart_water"], region=[], org_type=[], status=[])
+    chosen = matcher.search("城市内涝监测预警", "capability", filters=water, include_restricted=False,
+                            limit=10, offset=0)
+    # A domain the caller chose is a client-given domain: the full model, the domain counted.
+    assert chosen.hits and all(h.signals["domain_known"] == 1.0 and h.signals["domain"] == 1.0 for h in chosen.hits)
+    exp = matcher.explain_hit(chosen, chosen.hits[0], None, types.SimpleNamespace(title="t"))
+    assert exp["bias"] == shipped.bias and exp["domain_match"]["counted_in_score"] is True
+
+
+def test_a_model_round_trips_with_its_untagged_model():
+    model = RankingModel(weights=dict.fromkeys(SIGNALS, 1.0), bias=-1.0,
+                         untagged=RankingModel(weights={**dict.fromkeys(SIGNALS, 2.0), "domain": 0.0}, bias=-2.0))
+    again = RankingModel.from_dict(model.to_dict())
+    assert again == model and again.for_domain(False) == model.untagged and again.for_domain(True) is again
+    plain = RankingModel(weights=dict.fromkeys(SIGNALS, 1.0), bias=-1.0)
+    assert "untagged" not in plain.to_dict() and plain.for_domain(False) is plain
