@@ -137,7 +137,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0,
     pair without the domain signal, for pairs with a side that has no client-given domain.
     """
     target = (y >= 1).astype(int)
-    weight = np.where(y >= 2, 2.0, 1.0) * (1.0 if sample_weight is None else sample_weight)
+    weight = label_weight(y) * (1.0 if sample_weight is None else sample_weight)
     d = SIGNALS.index("domain")
     known = ~np.isnan(x[:, d])
     untagged = _fit(x, target, weight, c, without="domain")
@@ -161,23 +161,35 @@ def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, c: float, withou
     return RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4))
 
 
+def label_weight(y: np.ndarray) -> np.ndarray:
+    """Each pair's weight in a fit: grade 2 counts double."""
+    return np.where(y >= 2, 2.0, 1.0)
+
+
+def untagged_score(x: np.ndarray, relative: dict[str, float]) -> np.ndarray:
+    """The weighted sum of every signal but the domain one (rows of `x` in SIGNALS order)."""
+    return x @ np.array([0.0 if s == "domain" else relative[s] for s in SIGNALS])
+
+
+def platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Scale and bias that make sigmoid(scale·z + bias) a probability of relevance (grade ≥ 1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=2000).fit(z[:, None], (y >= 1).astype(int), sample_weight=label_weight(y))
+    return float(clf.coef_[0][0]), float(clf.intercept_[0])
+
+
 def with_untagged_model(x: np.ndarray, y: np.ndarray) -> RankingModel:
     """The shipped model with an `untagged` model added: its relative weights without the domain
     signal, Platt-scaled (one scale, one bias) on the labelled pairs, as the shipped weights were."""
     import datetime as dt
 
-    from sklearn.linear_model import LogisticRegression
-
     shipped = RankingModel.load()
     relative = shipped.info.get("relative_weights") or shipped.weights
-    use = [i for i, s in enumerate(SIGNALS) if s != "domain"]
-    z = x[:, use] @ np.array([relative[SIGNALS[i]] for i in use])
-    clf = LogisticRegression(max_iter=2000).fit(z[:, None], (y >= 1).astype(int),
-                                                sample_weight=np.where(y >= 2, 2.0, 1.0))
-    scale = round(float(clf.coef_[0][0]), 4)
-    weights = dict.fromkeys(SIGNALS, 0.0)
-    weights.update({SIGNALS[i]: round(scale * relative[SIGNALS[i]], 4) for i in use})
-    shipped.untagged = RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4), info={
+    scale, bias = platt(untagged_score(np.nan_to_num(x), relative), y)
+    scale = round(scale, 4)
+    weights = {s: 0.0 if s == "domain" else round(scale * relative[s], 4) for s in SIGNALS}
+    shipped.untagged = RankingModel(weights=weights, bias=round(bias, 4), info={
         "method": "the shipped relative weights without the domain signal, Platt-scaled on the demo labels "
                   "(both directions)", "scale": scale, "rows": int(len(y)), "date": dt.date.today().isoformat(),
         "command": "scenematch tune --untagged-only --save"})

@@ -30,22 +30,16 @@ SECTION = "## Untagged records"
 BANDS = ((0.0, 0.15, "相关性较弱"), (0.15, 0.4, "可能相关"), (0.4, 0.7, "较为匹配"), (0.7, 1.01, "高度匹配"))
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def cross_fitted_untagged(z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int = 5) -> np.ndarray:
     """Platt scaling of the untagged linear score, each query scored by a fit without it."""
-    from sklearn.linear_model import LogisticRegression
-
-    from indexer.evaluation import folds
+    from indexer.evaluation import folds, platt
+    from indexer.ranking import sigmoid
 
     out = np.empty(len(z))
     for held in folds(groups.tolist(), k):
         mask = np.isin(groups, list(held))
-        clf = LogisticRegression(max_iter=2000).fit(z[~mask, None], (y[~mask] >= 1).astype(int),
-                                                    sample_weight=np.where(y[~mask] >= 2, 2.0, 1.0))
-        out[mask] = clf.predict_proba(z[mask, None])[:, 1]
+        scale, bias = platt(z[~mask], y[~mask])
+        out[mask] = sigmoid(scale * z[mask] + bias)
     return out
 
 
@@ -77,16 +71,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from indexer import evaluation as ev
-    from indexer.ranking import SIGNALS, RankingModel
-    from service.cli_eval import _engine_with, replace_section
-    from service.demo import demo_labels
+    from indexer.ranking import SIGNALS, RankingModel, sigmoid
+    from service.cli_eval import demo_training_parts, replace_section
 
     shipped = RankingModel.load()
     relative = shipped.info.get("relative_weights") or shipped.weights
     with tempfile.TemporaryDirectory(prefix="scenematch-untagged-") as tmp:
-        engine = _engine_with(None, Path(tmp) / "demo")
-        parts = [ev.training_rows(engine.snapshot, ev.demo_queries(demo_labels(), reverse=r)) for r in (False, True)]
-        engine.close()
+        parts = demo_training_parts(Path(tmp) / "demo")
     x = np.vstack([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     groups = np.array([f"{i}:{g}" for i, p in enumerate(parts) for g in p[2]])
@@ -96,7 +87,7 @@ def main() -> None:
     x0 = x.copy()
     x0[:, d] = 0.0
     before = sigmoid(shipped.bias + x0 @ w)
-    z = x0 @ np.array([0.0 if s == "domain" else relative[s] for s in SIGNALS])
+    z = ev.untagged_score(x0, relative)
     after = cross_fitted_untagged(z, y, groups)
     rows = [summarise("untagged, domain 0 (before)", before, y, groups),
             summarise("untagged, untagged model (after, 5-fold)", after, y, groups),

@@ -121,6 +121,19 @@ def eval_command(
         replace_section(DOCS_QUALITY, SECTION, text)
 
 
+def demo_training_parts(data_dir: Path) -> list[tuple[Any, Any, list[str]]]:
+    """Every demo-labelled query's candidates with their signals and grades, need→capability then
+    capability→need (`training_rows`), on a fresh demo index in `data_dir`."""
+    from indexer import evaluation as ev
+    from service.demo import demo_labels
+
+    engine = _engine_with(None, data_dir)
+    try:
+        return [ev.training_rows(engine.snapshot, ev.demo_queries(demo_labels(), reverse=r)) for r in (False, True)]
+    finally:
+        engine.close()
+
+
 @app.command("tune")
 def tune_command(
     csl: Path = typer.Option(None, help="Also fit on a CSL title→abstract file (dev split only)"),
@@ -139,14 +152,10 @@ def tune_command(
     import numpy as np
 
     from indexer import evaluation as ev
-    from service.demo import demo_labels
 
     xs, ys, ws, sources = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="scenematch-tune-") as tmp:
-        engine = _engine_with(None, Path(tmp) / "demo")
-        labels = demo_labels()
-        parts = [ev.training_rows(engine.snapshot, ev.demo_queries(labels, reverse=r)) for r in (False, True)]
-        engine.close()
+        parts = demo_training_parts(Path(tmp) / "demo")
         x = np.vstack([p[0] for p in parts])
         if untagged_only:
             shipped = ev.with_untagged_model(x, np.concatenate([p[1] for p in parts]))
