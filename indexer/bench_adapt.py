@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from indexer import adapt, adapt_data, adapt_eval
-from indexer.adapt import AdaptConfig, BaseModel
-from indexer.embedding import CachedEncoder, EmbeddingCache, SentenceTransformerEncoder, load_encoder
-from indexer.engine import SearchEngine
-from indexer.evaluation import demo_queries, paired_difference, per_query, read_csl, runs_for, score_runs
-from indexer.ranking import RankingModel, RankingModels
-from indexer.text import get_tokenizer
+from indexer.adaptation import adapt, data as adapt_data, evaluate as adapt_eval
+from indexer.adaptation.adapt import AdaptConfig, BaseModel
+from indexer.ranking.evaluation import demo_queries, paired_difference, per_query, read_csl, runs_for, score_runs
+from indexer.ranking.hybrid import RankingModel, RankingModels
+from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache, SentenceTransformerEncoder, load_encoder
+from indexer.retrieval.engine import SearchEngine
+from indexer.retrieval.text import get_tokenizer
 from models import model_versions as mv
 from models import repository
 from models.database import make_engine, make_session_factory, migrate, session_scope

@@ -10,7 +10,7 @@ held-out real vectors whose bases are not in the corpus. Caveat: with ~2.8k base
 1M set is ~360 near-copies per base, denser near-duplicate clusters than a real corpus;
 that favours IVF (a cluster sits in one cell) over HNSW (a graph walk through it).
 
-Candidates: every kind in indexer.dense plus "hnsw" (HNSWCandidate below). For each:
+Candidates: every kind in indexer.retrieval.dense plus "hnsw" (HNSWCandidate below). For each:
 build time, bytes/vector (saved size ~= memory for these index types), recall@10 vs
 exact, single-query latency (wall and the calling thread's CPU time, which a busy
 host distorts less), the same with a random 10% allowed-id filter, and optionally
@@ -34,8 +34,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexer import dense
-from indexer.dense import DenseIndex, create_dense_index
+from indexer.retrieval import dense
+from indexer.retrieval.dense import DenseIndex, create_dense_index
 
 DIM = 384
 CACHE = Path("/tmp/scenematch-bench")
@@ -43,7 +43,7 @@ CACHE = Path("/tmp/scenematch-bench")
 
 class HNSWCandidate(DenseIndex):
     """IndexHNSWFlat behind the DenseIndex interface: measured here, not shipped in
-    indexer.dense (it lost to IVF on recall at 1M, build time, and cannot delete)."""
+    indexer.retrieval.dense (it lost to IVF on recall at 1M, build time, and cannot delete)."""
 
     kind = "hnsw"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.lexical import BM25Index
-from indexer.text import ChineseTokenizer
+from indexer.retrieval.lexical import BM25Index
+from indexer.retrieval.text import ChineseTokenizer
 
 # The first entry is the default ChineseTokenizer and the baseline for paired counts.
 VARIANTS = {

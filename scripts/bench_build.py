@@ -22,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from indexer.dense import create_dense_index
-from indexer.lexical import BM25Index
+from indexer.retrieval.dense import create_dense_index
+from indexer.retrieval.lexical import BM25Index
 
 SECTION = "## Index build"
 
 
 def synthetic_records(n: int, seed: int = 7) -> tuple[list[dict], list[dict]]:
     """Unique but realistic records: sentences of same-domain demo records recombined."""
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.text import get_tokenizer
     from service.demo import demo_records
 
     rng = random.Random(seed)
@@ -61,10 +61,10 @@ def rss_mb() -> float:
 def bench_pipeline(n: int, raw_sample: int) -> dict:
     """Full build of n records with a cold embedding cache, the raw encoder on the same texts,
     then an incremental update of 1% of the records."""
-    from indexer.documents import doc_from_row, passage_texts_for_embedding
-    from indexer.embedding import CachedEncoder, EmbeddingCache
-    from indexer.engine import SearchEngine
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.documents import doc_from_row, passage_texts_for_embedding
+    from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache
+    from indexer.retrieval.engine import SearchEngine
+    from indexer.retrieval.text import get_tokenizer
     from models import repository
     from models.database import session_scope
     from service.app import init_state
@@ -140,8 +140,8 @@ def bench_pipeline(n: int, raw_sample: int) -> dict:
 
 def bench_parts(n: int, dim: int = 384, seed: int = 3) -> dict:
     """Build time and memory of the FAISS and BM25 parts alone, on synthetic inputs."""
+    from indexer.retrieval.text import get_tokenizer
     from service.demo import demo_records
-    from indexer.text import get_tokenizer
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(2000, dim)).astype(np.float32)

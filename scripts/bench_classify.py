@@ -7,7 +7,7 @@ of the labelled examples and classified, over several random splits. The combina
 weights are fitted on each split's training part only (5-fold cross-fitting: each
 training record is scored by a classifier built from the other folds), so the held-out
 figures never see their own labels. The same fit on the whole corpus, printed last, is
-what indexer/classify.py ships. A capability counts as right at top-1 when the top
+what indexer/retrieval/classify.py ships. A capability counts as right at top-1 when the top
 domain is one of its domains. Prints Markdown. Not imported by the package.
 """
 from __future__ import annotations
@@ -26,11 +26,11 @@ import numpy as np
 from scipy.optimize import minimize
 from tqdm import tqdm
 
-from indexer import classify
-from indexer.classify import DomainClassifier, ExamplePart
-from indexer.documents import doc_from_row
-from indexer.embedding import CachedEncoder, EmbeddingCache, load_encoder
-from indexer.text import get_tokenizer
+from indexer.retrieval import classify
+from indexer.retrieval.classify import DomainClassifier, ExamplePart
+from indexer.retrieval.documents import doc_from_row
+from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache, load_encoder
+from indexer.retrieval.text import get_tokenizer
 from models.taxonomy import default_taxonomy
 
 FOLDS = 5
@@ -239,7 +239,7 @@ def main() -> None:
     print(f"\nSpeed: building the classifier from {n_train:.0f} examples {build_ms:.1f} ms; scoring "
           f"{per_record_ms:.2f} ms per record (tokenizing included, encoding excluded).")
     weights, zero, threshold, best_f1 = shipped_constants(data, args.seed)
-    print("\nFitted on the whole corpus (5-fold cross-fitting), shipped in indexer/classify.py:")
+    print("\nFitted on the whole corpus (5-fold cross-fitting), shipped in indexer/retrieval/classify.py:")
     print(f"- WEIGHTS = {_fmt(weights)}")
     print(f"- ZERO_SHOT_WEIGHTS = {_fmt(zero)}")
     print(f"- EXTRA_DOMAIN_THRESHOLD = {threshold} (mean F1 of capability domain sets {best_f1:.3f})")

@@ -63,8 +63,8 @@ def build(data_dir: Path, n_caps: int, dense_kind: str = "auto", seed: int = 11)
     """DB rows and an active index version for the demo needs plus n synthetic capabilities."""
     from sqlalchemy import insert
 
-    from indexer import builder, versions
-    from indexer.documents import doc_from_row
+    from indexer.retrieval import builder, versions
+    from indexer.retrieval.documents import doc_from_row
     from models import repository
     from models.database import session_scope
     from models.db import Capability
@@ -180,9 +180,9 @@ class InProcess:
     """The same index files loaded here, to time the raw search and each step of a request."""
 
     def __init__(self, data_dir: Path):
-        from indexer.engine import SearchEngine
-        from indexer.matching import Matcher
-        from indexer.ranking import RankingModel
+        from indexer.ranking.hybrid import RankingModel
+        from indexer.ranking.matching import Matcher
+        from indexer.retrieval.engine import SearchEngine
         from service.app import init_state
         from service.search import open_engine
         from service.settings import Settings
@@ -201,7 +201,7 @@ class InProcess:
 
     def raw_search(self, need_id: str) -> float:
         """What the index itself does for a match by id: filter mask, FAISS top-100, BM25 top-50."""
-        from indexer.ranking import DENSE_CANDIDATES, LEXICAL_CANDIDATES
+        from indexer.ranking.hybrid import DENSE_CANDIDATES, LEXICAL_CANDIDATES
 
         snap = self.engine.snapshot
         seg, row = snap.locate("need", need_id)
@@ -250,7 +250,7 @@ class InProcess:
 def explain_ab(local: InProcess, ids: list[str]) -> dict[str, float]:
     """Explanation time per page: key terms stored in the index vs extracted per request
     (as for an index version written before they were stored), key-term cache cold."""
-    from indexer.matching import Matcher
+    from indexer.ranking.matching import Matcher
     from service.reports.rows import KeyTermCache
 
     m = local.matcher
@@ -440,7 +440,7 @@ Reading the tables:
   `python -c 'while True: pass'`; search over HTTP with the server alone (this benchmark's own
   encoder calls, in a second process, spin too and slow the server).
 - **Explanations do not dominate:** each record's key terms are extracted at index time
-  (indexer/keyterms.py), so a page of ten costs 0.6–0.7 ms against 6.6–6.7 ms extracting them
+  (indexer/retrieval/keyterms.py), so a page of ten costs 0.6–0.7 ms against 6.6–6.7 ms extracting them
   per request (the line above the tables measures both on the same index).
 """
 

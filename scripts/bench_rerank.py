@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from indexer import evaluation as ev
-from indexer.ranking import Query, RankingModel, rank
+from indexer.ranking import evaluation as ev
+from indexer.ranking.hybrid import Query, RankingModel, rank
 
 OTHER = {"need": "capability", "capability": "need"}
 PRF = [(3, 0.2), (3, 0.5), (5, 0.2), (5, 0.5)]

@@ -32,8 +32,8 @@ BANDS = ((0.0, 0.15, "相关性较弱"), (0.15, 0.4, "可能相关"), (0.4, 0.7,
 
 def cross_fitted_untagged(z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int = 5) -> np.ndarray:
     """Platt scaling of the untagged linear score, each query scored by a fit without it."""
-    from indexer.evaluation import folds, platt
-    from indexer.ranking import sigmoid
+    from indexer.ranking.evaluation import folds, platt
+    from indexer.ranking.hybrid import sigmoid
 
     out = np.empty(len(z))
     for held in folds(groups.tolist(), k):
@@ -70,8 +70,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
-    from indexer import evaluation as ev
-    from indexer.ranking import SIGNALS, RankingModel, sigmoid
+    from indexer.ranking import evaluation as ev
+    from indexer.ranking.hybrid import SIGNALS, RankingModel, sigmoid
     from service.cli_eval import demo_training_parts, replace_section
 
     shipped = RankingModel.load()
@@ -118,7 +118,7 @@ def render(rows: list[dict], n_pairs: int, n_queries: int) -> str:
               f"the domains differ, so on average it said {before['mean_p']:.3f} where {before['observed']:.3f} "
               f"of the pairs are relevant, and {before['relevant_top'][2]:.0%} of the queries whose best match "
               f"is relevant saw it called 相关性较弱. The service now scores a pair with a side whose domains "
-              f"the client did not give with the `untagged` model of `indexer/ranking_weights.json` "
+              f"the client did not give with the `untagged` model of `indexer/ranking/ranking_weights.json` "
               f"(`scenematch tune --untagged-only --save` fits it on all the pairs; the row above, in folds): "
               f"{after['mean_p']:.3f} against {after['observed']:.3f} here, {after['relevant_top'][2]:.0%} "
               f"called weak, close to the same queries tagged ({tagged['mean_p']:.3f}, "

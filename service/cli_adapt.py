@@ -96,7 +96,7 @@ def adapt_command(
     """Fine-tune the encoder on the stored records and feedback; activate it only if it does not lose."""
     from rich.console import Console
 
-    from indexer import adapt
+    from indexer.adaptation import adapt
     from service.settings import Settings
 
     if loss not in ("mnrl", "mnrl_symmetric"):
@@ -138,7 +138,7 @@ def adapt_command(
 @app.command("model-rollback")
 def model_rollback_command() -> None:
     """Re-activate the previous model version (or the base model) and rebuild the index with it."""
-    from indexer import adapt
+    from indexer.adaptation import adapt
     from models import model_versions as mv
     from service.search import shared_encoder
     from service.settings import Settings
@@ -163,7 +163,7 @@ def model_rollback_command() -> None:
 @app.command("models")
 def models_command() -> None:
     """Model versions on disk (newest first) and which one is active."""
-    from indexer import adapt
+    from indexer.adaptation import adapt
     from service.settings import Settings
 
     settings = Settings()

@@ -36,7 +36,7 @@ def _engine_with(records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | No
 
 
 def _table(results: dict[str, dict[str, float]]) -> str:
-    from indexer.evaluation import METRICS
+    from indexer.ranking.evaluation import METRICS
 
     lines = ["| system | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for name, metrics in results.items():
@@ -45,8 +45,8 @@ def _table(results: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool) -> dict[str, Any]:
-    from indexer import evaluation as ev
-    from indexer.ranking import RankingModel
+    from indexer.ranking import evaluation as ev
+    from indexer.ranking.hybrid import RankingModel
     from service.demo import demo_labels
 
     model = RankingModel.load()
@@ -124,7 +124,7 @@ def eval_command(
 def demo_training_parts(data_dir: Path) -> list[tuple[Any, Any, list[str]]]:
     """Every demo-labelled query's candidates with their signals and grades, need→capability then
     capability→need (`training_rows`), on a fresh demo index in `data_dir`."""
-    from indexer import evaluation as ev
+    from indexer.ranking import evaluation as ev
     from service.demo import demo_labels
 
     engine = _engine_with(None, data_dir)
@@ -138,7 +138,7 @@ def demo_training_parts(data_dir: Path) -> list[tuple[Any, Any, list[str]]]:
 def tune_command(
     csl: Path = typer.Option(None, help="Also fit on a CSL title→abstract file (dev split only)"),
     c: float = typer.Option(1.0, help="Inverse regularisation strength of the logistic model"),
-    save: bool = typer.Option(False, help="Write the fitted weights to indexer/ranking_weights.json"),
+    save: bool = typer.Option(False, help="Write the fitted weights to indexer/ranking/ranking_weights.json"),
     untagged_only: bool = typer.Option(False, "--untagged-only",
                                        help="Keep the shipped weights; fit only the model for pairs whose "
                                             "domain agreement is unknown: the shipped relative weights without "
@@ -151,7 +151,7 @@ def tune_command(
     """
     import numpy as np
 
-    from indexer import evaluation as ev
+    from indexer.ranking import evaluation as ev
 
     xs, ys, ws, sources = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="scenematch-tune-") as tmp:

@@ -94,7 +94,7 @@ class MatchResponse(BaseModel):
 # FastAPI validates a returned dict against response_model, then serialises the model: about
 # 0.5 ms a page of ten explained matches, with a trip through its thread pool. The matching
 # routes build their dict with exactly the model's fields and plain Python types (render() in
-# service/routes/matching.py, the explanations in indexer/explain.py), so orjson writes it as
+# service/routes/matching.py, the explanations in indexer/ranking/explain.py), so orjson writes it as
 # pydantic would ("Z" for UTC times, numpy numbers as numbers). tests/test_match_json.py holds
 # real responses of both directions and free-text search to the model's own JSON, strictly
 # (1 is not 1.0), so a field added to one side only fails there.

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from indexer.embedding import Encoder, Progress
+from indexer.retrieval.embedding import Encoder, Progress
 from models import repository
 from models.database import session_scope
 from service.reindex import age_seconds

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from indexer.engine import SearchEngine
-from indexer.versions import active_version, index_root, read_manifest
+from indexer.retrieval.engine import SearchEngine
+from indexer.retrieval.versions import active_version, index_root, read_manifest
 from models import repository
 from models.database import session_scope
 from service.jobs import JobContext, JobFn

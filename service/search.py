@@ -6,12 +6,12 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from indexer.adapt import serving_model
-from indexer.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
-from indexer.engine import SearchEngine
-from indexer.matching import Matcher
-from indexer.ranking import RankingModel
-from indexer.text import get_tokenizer
+from indexer.adaptation.adapt import serving_model
+from indexer.ranking.hybrid import RankingModel
+from indexer.ranking.matching import Matcher
+from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
+from indexer.retrieval.engine import SearchEngine
+from indexer.retrieval.text import get_tokenizer
 from service.reports.rows import KeyTermCache
 from service.state import AppState
 

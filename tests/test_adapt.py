@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import adapt_data, adapt_eval, adapt_ranking
-from indexer.embedding import Encoder
-from indexer.ranking import RankingModel
-from indexer.versions import active_version as active_index
-from indexer.versions import index_root
-from indexer.versions import read_manifest as read_index_manifest
+from indexer.adaptation import data as adapt_data, evaluate as adapt_eval, weights as adapt_ranking
+from indexer.ranking.hybrid import RankingModel
+from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.versions import active_version as active_index
+from indexer.retrieval.versions import index_root
+from indexer.retrieval.versions import read_manifest as read_index_manifest
 from models import model_versions as mv
 from models import repository
 from models.database import make_engine, make_session_factory, migrate, session_scope
@@ -99,8 +99,8 @@ class HashEncoder(Encoder):
 
 
 def test_switch_encoder_swaps_index_and_encoder_together_or_not_at_all(tmp_path: Path) -> None:
-    from indexer.engine import SearchEngine
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.engine import SearchEngine
+    from indexer.retrieval.text import get_tokenizer
     from models.taxonomy import default_taxonomy
 
     db = make_engine(f"sqlite:///{tmp_path / 's.db'}")
@@ -163,7 +163,7 @@ def test_sample_pairs_keeps_labels_and_covers_records_first() -> None:
 
 
 def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.text import get_tokenizer
 
     db = make_engine(database_url)
     migrate(db)
@@ -190,7 +190,7 @@ def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
 
 
 def test_feedback_becomes_pairs_and_a_held_out_set(database_url: str) -> None:
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.text import get_tokenizer
     from models.db import Feedback
 
     db = make_engine(database_url)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from indexer.ranking import RankingModel
+from indexer.ranking.hybrid import RankingModel
 from models.db import Job
 from service.app import create_app
 from service.jobs import INTERRUPTED

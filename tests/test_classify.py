@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from indexer import classify
-from indexer.classify import DomainClassifier, ExamplePart
-from indexer.ranking import RankingModel
+from indexer.ranking.hybrid import RankingModel
+from indexer.retrieval import classify
+from indexer.retrieval.classify import DomainClassifier, ExamplePart
 from models import repository
 from models.database import make_engine, make_session_factory, migrate, session_scope
 from models.db import Change, Need
@@ -189,8 +189,8 @@ def test_stored_prediction_keeps_hash_logs_no_change_and_skips_changed_rows(data
 
 
 def test_full_build_and_refresh_classify_unlabelled_records(tmp_path):
-    from indexer.engine import SearchEngine
-    from indexer.text import get_tokenizer
+    from indexer.retrieval.engine import SearchEngine
+    from indexer.retrieval.text import get_tokenizer
     from models.taxonomy import default_taxonomy
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")

@@ -1,11 +1,11 @@
-"""Unit tests for indexer.dense: exactness, filters, mutation, persistence, ANN recall."""
+"""Unit tests for indexer.retrieval.dense: exactness, filters, mutation, persistence, ANN recall."""
 
 import threading
 
 import numpy as np
 import pytest
 
-from indexer.dense import FLAT_MAX, DenseIndex, FlatIndex, IVFIndex, create_dense_index
+from indexer.retrieval.dense import FLAT_MAX, DenseIndex, FlatIndex, IVFIndex, create_dense_index
 
 DIM = 32
 KINDS = ["flat", "ivf"]

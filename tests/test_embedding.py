@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import embedding as emb
-from indexer.embedding import (
+from indexer.retrieval import embedding as emb
+from indexer.retrieval.embedding import (
     CachedEncoder,
     EmbeddingCache,
     Encoder,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer import evaluation as ev
-from indexer.evaluation import LabelledQuery, paired_difference, per_query
+from indexer.ranking import evaluation as ev
+from indexer.ranking.evaluation import LabelledQuery, paired_difference, per_query
 
 
 def test_per_query_ndcg_scores_each_query_on_its_own():

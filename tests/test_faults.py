@@ -26,7 +26,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import segment, versions
+from indexer.retrieval import segment, versions
 from service.app import create_app
 from service.demo import DEMO_DIR, read_jsonl
 from tests.conftest import ADMIN, ADMIN_H, CLIENT, CLIENT_H, make_settings

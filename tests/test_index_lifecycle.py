@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer import versions
+from indexer.retrieval import versions
 from service.app import create_app
 from tests.conftest import CLIENT_H, make_settings, wait_ready
 

@@ -5,10 +5,10 @@ import dataclasses
 
 import numpy as np
 
-from indexer import keyterms
-from indexer.documents import key_text_of
-from indexer.keyterms import KeyTerms
-from indexer.segment import Segment
+from indexer.retrieval import keyterms
+from indexer.retrieval.documents import key_text_of
+from indexer.retrieval.keyterms import KeyTerms
+from indexer.retrieval.segment import Segment
 from models import repository
 
 
@@ -71,7 +71,7 @@ def test_explanations_from_stored_terms_equal_per_request_extraction(demo_client
 
 
 def test_merge_keeps_key_terms_aligned_with_rows():
-    from indexer.documents import IndexDoc
+    from indexer.retrieval.documents import IndexDoc
 
     def seg(ids: list[str], terms: list[list[tuple[str, float]]]) -> Segment:
         docs = [IndexDoc(id=i, kind="capability", title=i, body="", domains=[], region="", status="",

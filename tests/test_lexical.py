@@ -1,4 +1,4 @@
-"""Unit tests for indexer.lexical.BM25Index.
+"""Unit tests for indexer.retrieval.lexical.BM25Index.
 
 Reference implementation: bm25s with method="lucene" (idf = ln(1 + (N-df+0.5)/(df+0.5)),
 tf part = tf / (tf + k1·(1-b+b·dl/avgdl)), repeated query tokens counted each time).
@@ -12,7 +12,7 @@ import bm25s
 import numpy as np
 import pytest
 
-from indexer.lexical import BM25Index, lucene_idf
+from indexer.retrieval.lexical import BM25Index, lucene_idf
 
 TINY = [["a", "b"], ["a", "c", "c"], ["d"]]
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from indexer.documents import key_text_of
+from indexer.retrieval.documents import key_text_of
 from models import repository
 from models.database import session_scope
 from service.app import init_state

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from indexer.embedding import Encoder
+from indexer.retrieval.embedding import Encoder
 from service.app import create_app
 from service.metrics import ServiceMetrics, TimedEncoder
 from tests.conftest import CLIENT_H, make_settings

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import adapt_ranking
-from indexer.matching import Matcher
-from indexer.ranking import SIGNALS, RankingModel, RankingModels, best_passages
-from indexer.segment import Filters
+from indexer.adaptation import weights as adapt_ranking
+from indexer.ranking.hybrid import SIGNALS, RankingModel, RankingModels, best_passages
+from indexer.ranking.matching import Matcher
+from indexer.retrieval.segment import Filters
 from models import model_versions as mv
 from service.demo import demo_labels
 

@@ -1,4 +1,4 @@
-"""Unit tests for indexer.text: taxonomy seed, tokenizer, sentences and passages."""
+"""Unit tests for indexer.retrieval.text: taxonomy seed, tokenizer, sentences and passages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from indexer.text import SEED_DIR, ChineseTokenizer, expand_synonyms, load_taxonomy, normalize
+from indexer.retrieval.text import SEED_DIR, ChineseTokenizer, expand_synonyms, load_taxonomy, normalize
 
 CATEGORIES = {
     "new_frontiers": "新领域新赛道",

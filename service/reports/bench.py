@@ -90,7 +90,7 @@ NOTES = """\
   XLSX through openpyxl's write-only sheets (one temporary file per sheet, inline strings), HTML
   tables into a side file joined after the summary, CSV and JSONL line by line.
 - Explaining a match reads both records' key terms from the index (extracted once at index
-  time, indexer/keyterms.py), so reports no longer run jieba per match; the key-term cache
+  time, indexer/retrieval/keyterms.py), so reports no longer run jieba per match; the key-term cache
   (`KeyTermCache` in service/reports/rows.py) now only serves records indexed before key terms
   were stored, which is why the run without it costs about the same. Earlier figures (before
   stored key terms): 20.4 ms/need for XLSX on the synthetic batch, 56.6 ms without the cache.

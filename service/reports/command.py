@@ -19,9 +19,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from indexer.engine import SearchEngine
-from indexer.matching import Matcher
-from indexer.ranking import RankingModel
+from indexer.ranking.hybrid import RankingModel
+from indexer.ranking.matching import Matcher
+from indexer.retrieval.engine import SearchEngine
 from models.database import make_engine, make_session_factory, migrate, session_scope
 from models.taxonomy import default_taxonomy
 from service.errors import describe_validation_errors

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.matching import Matcher
+from indexer.ranking.matching import Matcher
 from models.taxonomy import Taxonomy
 from service.reports import storage
 from service.reports.html_writer import HtmlReport

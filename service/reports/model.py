@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.explain import strength
+from indexer.ranking.explain import strength
 
 BEIJING = dt.timezone(dt.timedelta(hours=8), "CST")
 UNCLASSIFIED = ("", "未分类")

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.matching import MatchPage, Matcher, NotFound
+from indexer.ranking.matching import MatchPage, Matcher, NotFound
 from models import repository
 from models.database import session_scope
 from models.taxonomy import Taxonomy

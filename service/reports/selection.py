@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from indexer.matching import OPEN_STATUSES
+from indexer.ranking.matching import OPEN_STATUSES
 from models.db import Need
 from models.taxonomy import Taxonomy
 from service.reports.model import BEIJING, STATUS_NAMES, UNCLASSIFIED

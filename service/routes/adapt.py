@@ -7,9 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Response
 from pydantic import BaseModel, Field
 
-from indexer import adapt
-from indexer.adapt_ranking import MIN_QUERIES
-from indexer.engine import SearchEngine
+from indexer.adaptation import adapt
+from indexer.adaptation.weights import MIN_QUERIES
+from indexer.retrieval.engine import SearchEngine
 from models import model_versions as mv
 from service import search
 from service.deps import StateDep, require_admin

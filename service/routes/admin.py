@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from pydantic import BaseModel, Field, field_validator
 
-from indexer.engine import SearchEngine
+from indexer.retrieval.engine import SearchEngine
 from service import reindex
 from service.deps import StateDep, require_admin
 from service.errors import ApiError

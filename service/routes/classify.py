@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from indexer.classify import DomainClassifier, SnapshotClassifier
+from indexer.retrieval.classify import DomainClassifier, SnapshotClassifier
 from service.deps import StateDep
 from service.errors import ApiError
 from service.match_schemas import ClassifyRequest, ClassifyResponse

@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from indexer.matching import MatchPage, Matcher, NotFound
-from indexer.segment import Filters
+from indexer.ranking.matching import MatchPage, Matcher, NotFound
+from indexer.retrieval.segment import Filters
 from models import repository
 from models.database import session_scope
 from service.deps import AdminViewDep, StateDep

@@ -27,7 +27,7 @@ class IndexDoc:
     org_type: str  # capabilities only; "" for needs
     restricted: bool
     passages: list[str] = field(default_factory=list)
-    # Set when the domains were predicted by indexer/classify.py, not given by the client;
+    # Set when the domains were predicted by indexer/retrieval/classify.py, not given by the client;
     # the hash lets a stored prediction be written only onto the content it was made for.
     domain_predicted: bool = False
     content_hash: str = ""

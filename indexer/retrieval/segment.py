@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.dense import DenseIndex, create_dense_index
-from indexer.documents import IndexDoc
-from indexer.keyterms import KeyTerms
-from indexer.lexical import BM25Index
+from indexer.retrieval.dense import DenseIndex, create_dense_index
+from indexer.retrieval.documents import IndexDoc
+from indexer.retrieval.keyterms import KeyTerms
+from indexer.retrieval.lexical import BM25Index
 from models.fsutil import fsync_path
 
 NEED_STATUSES = ("open", "matching", "closed", "withdrawn")

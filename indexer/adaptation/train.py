@@ -1,6 +1,6 @@
 """Contrastive fine-tuning of the sentence encoder, run in a child process.
 
-    python -m indexer.adapt_train WORK_DIR OUT_DIR
+    python -m indexer.adaptation.train WORK_DIR OUT_DIR
 
 WORK_DIR holds `config.json` (base model folder, hyper-parameters) and `pairs.jsonl`
 (`anchor`, `positive`, optional `negative`); the trained model is saved into OUT_DIR.

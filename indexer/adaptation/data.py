@@ -4,7 +4,7 @@ Training pairs are labelled pairs (need → capability) from feedback and the de
 optionally plus the stored records' own pairs (title → description, or title → each
 passage of a long description; off by default, see AdaptConfig.record_pairs). A fixed,
 hash-based part of the records and of the labelled needs is held out and never trained
-on: the guard (indexer.adapt_eval) scores the candidate and the serving model on it.
+on: the guard (indexer.adaptation.evaluate) scores the candidate and the serving model on it.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import builder
-from indexer.adapt_eval import RetrievalSet
-from indexer.documents import CAPABILITY, NEED, IndexDoc
+from indexer.adaptation.evaluate import RetrievalSet
+from indexer.retrieval import builder
+from indexer.retrieval.documents import CAPABILITY, NEED, IndexDoc
 from models import repository
 from models.database import session_scope
 from models.db import Feedback

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-# Explanations compare the query's 40 best terms with the match's 80 best (indexer/explain.py);
+# Explanations compare the query's 40 best terms with the match's 80 best (indexer/ranking/explain.py);
 # a record can be either side, so 80 are kept and the query side uses a prefix.
 TOP_K = 80
 FILES = ("key_terms.npz", "key_terms_vocab.json")

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.embedding import Encoder
-from indexer.engine import Snapshot
-from indexer.ranking import Query, RankingModel, rank
+from indexer.ranking.hybrid import Query, RankingModel, rank
+from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.engine import Snapshot
 
 K = 10
 # Fewer held-out queries than this make a set too noisy to veto (or allow) a model.

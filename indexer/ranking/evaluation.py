@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from ranx import Qrels, Run, evaluate
 
-from indexer.engine import Snapshot
-from indexer.ranking import SIGNALS, Query, RankingModel, candidate_features, rank
+from indexer.ranking.hybrid import SIGNALS, Query, RankingModel, candidate_features, rank
+from indexer.retrieval.engine import Snapshot
 
 
 METRICS = ["ndcg@10", "recall@10", "recall@100", "mrr@10"]

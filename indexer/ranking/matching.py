@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from indexer.documents import key_text_of
-from indexer.engine import SearchEngine, Snapshot
-from indexer.explain import MATCH_TERMS, QUERY_TERMS, Side, explain
-from indexer.ranking import Hit, Query, RankingModel, RankingModels, rank
-from indexer.segment import Filters, Segment
+from indexer.ranking.explain import MATCH_TERMS, QUERY_TERMS, Side, explain
+from indexer.ranking.hybrid import Hit, Query, RankingModel, RankingModels, rank
+from indexer.retrieval.documents import key_text_of
+from indexer.retrieval.engine import SearchEngine, Snapshot
+from indexer.retrieval.segment import Filters, Segment
 from models import model_versions as mv
 
 OPEN_STATUSES = ("open", "matching")

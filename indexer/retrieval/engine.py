@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import builder, classify
-from indexer.documents import KINDS
-from indexer.embedding import Encoder
-from indexer.segment import Segment
-from indexer.versions import activate, active_version, cleanup, index_root, prune, read_manifest
+from indexer.retrieval import builder, classify
+from indexer.retrieval.documents import KINDS
+from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.segment import Segment
+from indexer.retrieval.versions import activate, active_version, cleanup, index_root, prune, read_manifest
 from models import repository
 from models.database import session_scope
 

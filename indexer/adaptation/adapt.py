@@ -1,8 +1,8 @@
 """Encoder adaptation: learn the deployment's corpus and its users' feedback, safely.
 
-One run: collect pairs (indexer.adapt_data) → train a candidate from the base model in a
-child process (indexer.adapt_train) → score candidate and serving model on held-out data
-(indexer.adapt_eval) → if it does not lose on dense retrieval, rebuild the index with it
+One run: collect pairs (indexer.adaptation.data) → train a candidate from the base model in a
+child process (indexer.adaptation.train) → score candidate and serving model on held-out data
+(indexer.adaptation.evaluate) → if it does not lose on dense retrieval, rebuild the index with it
 while the old index serves → if the shipped ranking of that index does not lose either,
 commit it as a model version (models.model_versions) and swap encoder, index and
 ACTIVE_MODEL together. Rollback re-activates the previous version
@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer import adapt_data, adapt_eval, adapt_ranking
-from indexer.adapt_data import AdaptConfig, AdaptError
-from indexer.embedding import (
+from indexer.adaptation import data as adapt_data, evaluate as adapt_eval, weights as adapt_ranking
+from indexer.adaptation.data import AdaptConfig, AdaptError
+from indexer.ranking.hybrid import RankingModel, RankingModels
+from indexer.retrieval.embedding import (
     CachedEncoder,
     Encoder,
     SentenceTransformerEncoder,
     _folder_identity,
 )
-from indexer.engine import SearchEngine
-from indexer.ranking import RankingModel, RankingModels
+from indexer.retrieval.engine import SearchEngine
 from models import model_versions as mv
 from models.embedding_model import (
     DEFAULT_MODEL_NAME,
@@ -106,7 +106,7 @@ def _report(progress: Progress | None, start: float, span: float) -> Callable[[f
 # ---- training in a child process ------------------------------------------------------
 def run_training(work: Path, out: Path, config: dict[str, Any], pairs: list[dict[str, str]],
                  progress: Callable[[float, str], None], timeout_s: float) -> dict[str, Any]:
-    """Train in `python -m indexer.adapt_train`; raises AdaptError if it fails or is killed."""
+    """Train in `python -m indexer.adaptation.train`; raises AdaptError if it fails or is killed."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     with (work / "pairs.jsonl").open("w", encoding="utf-8") as fh:
@@ -119,9 +119,9 @@ def run_training(work: Path, out: Path, config: dict[str, Any], pairs: list[dict
     done: dict[str, Any] | None = None
     timed_out = threading.Event()
     with stderr_path.open("w", encoding="utf-8") as err:
-        child = subprocess.Popen([sys.executable, "-m", "indexer.adapt_train", str(work), str(out)],
+        child = subprocess.Popen([sys.executable, "-m", "indexer.adaptation.train", str(work), str(out)],
                                  stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                 cwd=str(Path(__file__).resolve().parent.parent))
+                                 cwd=str(Path(__file__).resolve().parents[2]))
         (work / "child.pid").write_text(str(child.pid), encoding="utf-8")  # for operators
 
         def kill() -> None:

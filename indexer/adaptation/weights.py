@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.engine import Snapshot
-from indexer.evaluation import demo_queries, fit_logistic, training_rows
-from indexer.ranking import RankingModel
+from indexer.ranking.evaluation import demo_queries, fit_logistic, training_rows
+from indexer.ranking.hybrid import RankingModel
+from indexer.retrieval.engine import Snapshot
 
 # Fewer labelled need → capability queries than this and the weights would follow their noise:
 # the version keeps the shipped weights.

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import classify, keyterms
-from indexer.documents import KINDS, NEED, IndexDoc, doc_from_row, passage_texts_for_embedding
-from indexer.embedding import Encoder
-from indexer.segment import Segment
-from indexer.versions import activate, index_root, new_version_name, write_version
+from indexer.retrieval import classify, keyterms
+from indexer.retrieval.documents import KINDS, NEED, IndexDoc, doc_from_row, passage_texts_for_embedding
+from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.segment import Segment
+from indexer.retrieval.versions import activate, index_root, new_version_name, write_version
 from models import repository
 from models.database import session_scope
 

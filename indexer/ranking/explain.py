@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.ranking import SIGNALS, Hit, RankingModel, contributions
+from indexer.ranking.hybrid import SIGNALS, Hit, RankingModel, contributions
 
 SIGNAL_LABELS = {
     "dense": "整体语义相似度", "passage": "最佳段落语义相似度", "lexical": "关键词匹配度(BM25)",
@@ -33,7 +33,7 @@ class Side:
     domain_names: list[str]
     # Predicted by the classifier (not sent by the client): shown, never ranked on.
     domains_predicted: bool = False
-    # Stored at index time (indexer/keyterms.py), best first; None: extracted from `text`
+    # Stored at index time (indexer/retrieval/keyterms.py), best first; None: extracted from `text`
     # (only then is `text` read, so it may be left empty beside stored key terms).
     key_terms: dict[str, float] | None = None
     # As the query side of a page: its terms prepared once for all the page's hits (query_terms).

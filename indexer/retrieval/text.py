@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 
 import jieba
 
-SEED_DIR = Path(__file__).resolve().parents[1] / "data" / "seed"
+SEED_DIR = Path(__file__).resolve().parents[2] / "data" / "seed"
 
 # jieba logs every dictionary load at DEBUG to stderr; that is noise in a service.
 jieba.setLogLevel(logging.WARNING)

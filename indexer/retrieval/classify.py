@@ -24,9 +24,9 @@ import numpy as np
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.documents import KINDS
-from indexer.embedding import Encoder
-from indexer.text import normalize
+from indexer.retrieval.documents import KINDS
+from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.text import normalize
 from models.database import session_scope
 from models.db import Capability, Need
 from models.taxonomy import Taxonomy, default_taxonomy

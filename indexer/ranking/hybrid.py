@@ -15,7 +15,7 @@ query. A pair whose domain agreement is unknown is scored by the `untagged` mode
 other signals fitted without the domain one, so an untagged record is neither pushed down
 as if its domain differed nor up as if it agreed (docs/quality.md, "Untagged records").
 The weights ship in ranking_weights.json beside this file; an adapted encoder version
-carries its own, fitted to its scores (RankingModels, indexer/adapt_ranking.py).
+carries its own, fitted to its scores (RankingModels, indexer/adaptation/weights.py).
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.engine import Snapshot
-from indexer.segment import Filters, Segment
+from indexer.retrieval.engine import Snapshot
+from indexer.retrieval.segment import Filters, Segment
 from models import model_versions as mv
 
 WEIGHTS_FILE = Path(__file__).with_name("ranking_weights.json")
