@@ -209,7 +209,7 @@ def main() -> None:
     if args.json_out:
         args.json_out.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
     if args.write:
-        from service.cli_eval import replace_section
+        from service.cli.evaluation import replace_section
 
         replace_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, text)
 

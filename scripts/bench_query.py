@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-# As `scenematch serve` does (service/cli.py), so the encoder call here is timed like the server's.
+# As `scenematch serve` does (service/cli/__init__.py), so the encoder call here is timed like the server's.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -477,7 +477,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2))
     if args.write:
-        from service.cli_eval import replace_section
+        from service.cli.evaluation import replace_section
 
         replace_section(ROOT / "docs" / "benchmarks.md", SECTION, text)
 

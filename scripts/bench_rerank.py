@@ -65,7 +65,7 @@ def runs_for(snapshot, queries: list[ev.LabelledQuery], model: RankingModel) -> 
 
 
 def main() -> None:
-    from service.cli_eval import _engine_with
+    from service.cli.evaluation import engine_with
     from service.demo import demo_labels
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,7 +74,7 @@ def main() -> None:
     model = RankingModel.load()
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="scenematch-rerank-") as tmp:
-        engine = _engine_with(None, Path(tmp) / "demo")
+        engine = engine_with(None, Path(tmp) / "demo")
         labels = demo_labels()
         for name, reverse in (("demo need→capability", False), ("demo capability→need", True)):
             queries = ev.demo_queries(labels, reverse=reverse)
@@ -82,7 +82,7 @@ def main() -> None:
         engine.close()
         if args.csl:
             needs, caps, queries = ev.csl_records(ev.read_csl(args.csl))
-            engine = _engine_with((needs, caps), Path(tmp) / "csl")
+            engine = engine_with((needs, caps), Path(tmp) / "csl")
             results[f"CSL {args.csl.name}"] = ev.score_runs(queries, runs_for(engine.snapshot, queries, model))
             engine.close()
     names = list(next(iter(results.values())))

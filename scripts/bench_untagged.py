@@ -72,7 +72,7 @@ def main() -> None:
 
     from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import SIGNALS, RankingModel, sigmoid
-    from service.cli_eval import demo_training_parts, replace_section
+    from service.cli.evaluation import demo_training_parts, replace_section
 
     shipped = RankingModel.load()
     relative = shipped.info.get("relative_weights") or shipped.weights

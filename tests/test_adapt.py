@@ -443,7 +443,7 @@ def test_adapt_request_validation(api: TestClient) -> None:
 def test_cli_defaults_are_the_shipped_defaults() -> None:
     import inspect
 
-    from service import cli_adapt
+    from service.cli import adapt as cli_adapt
     from service.routes.adapt import AdaptRequest
 
     defaults = adapt_data.AdaptConfig()
@@ -458,7 +458,7 @@ def test_cli_defaults_are_the_shipped_defaults() -> None:
 def test_cli_says_which_weights_the_candidate_was_judged_with(ranking: dict | None, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from service import cli_adapt
+    from service.cli import adapt as cli_adapt
     from service.cli import app
 
     check = {"set": "labels_served", "queries": 40, "judged": True, "passed": True, "delta": 0.004}

@@ -170,7 +170,7 @@ def main() -> None:
         if args.write:
             import sys
 
-            from service.cli_eval import replace_section
+            from service.cli.evaluation import replace_section
 
             command = "nice .venv/bin/python -m service.reports.bench " + " ".join(sys.argv[1:])
             replace_section(Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md", SECTION,

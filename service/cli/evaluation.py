@@ -1,4 +1,5 @@
-"""`scenematch eval` and `scenematch tune`: measure the ranking and fit its weights."""
+"""`scenematch eval`, `tune` and `feedback-report`: measure the ranking, fit its weights, and see how
+past recommendations fared."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,13 +10,13 @@ from typing import Any
 
 import typer
 
-from service.cli import app
+from service.cli.common import ops_state, print_json
 
-DOCS_QUALITY = Path(__file__).resolve().parents[1] / "docs" / "quality.md"
+DOCS_QUALITY = Path(__file__).resolve().parents[2] / "docs" / "quality.md"
 SECTION = "## Ranking"
 
 
-def _engine_with(records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None, data_dir: Path):  # noqa: ANN202
+def engine_with(records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None, data_dir: Path):  # noqa: ANN202
     """A real engine on a fresh SQLite database holding `records` (None: the demo corpus)."""
     from models import repository
     from models.database import session_scope
@@ -52,7 +53,7 @@ def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool) -> dict[str,
     model = RankingModel.load()
     out: dict[str, Any] = {"weights": {"weights": model.weights, "bias": model.bias}}
     with tempfile.TemporaryDirectory(prefix="scenematch-eval-") as tmp:
-        engine = _engine_with(None, Path(tmp) / "demo")
+        engine = engine_with(None, Path(tmp) / "demo")
         snap = engine.snapshot
         labels = demo_labels()
         for name, reverse in (("demo need→capability", False), ("demo capability→need", True)):
@@ -65,7 +66,7 @@ def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool) -> dict[str,
         if csl is not None:
             pairs = ev.read_csl(csl, csl_limit)
             needs, caps, queries = ev.csl_records(pairs)
-            engine = _engine_with((needs, caps), Path(tmp) / "csl")
+            engine = engine_with((needs, caps), Path(tmp) / "csl")
             runs = ev.runs_for(engine.snapshot, queries, model)
             out[f"CSL {csl.name}"] = {"queries": len(queries), "results": ev.score_runs(queries, runs)}
             engine.close()
@@ -98,7 +99,6 @@ def replace_section(doc: Path, section: str, body: str) -> None:
     doc.write_text(new, encoding="utf-8")
 
 
-@app.command("eval")
 def eval_command(
     csl: Path = typer.Option(None, help="A file in the CSL title→abstract layout (optional)"),
     csl_limit: int = typer.Option(None, help="Use only the first N CSL pairs"),
@@ -109,8 +109,6 @@ def eval_command(
 ) -> None:
     """nDCG@10, Recall@10/100, MRR@10 of lexical-only, dense-only and the shipped ranking."""
     if feedback:
-        from service.cli import feedback_report_command
-
         feedback_report_command(ks="1,3,5,10", as_json=False)
         return
     results = evaluate_all(csl, csl_limit, cv)
@@ -127,14 +125,13 @@ def demo_training_parts(data_dir: Path) -> list[tuple[Any, Any, list[str]]]:
     from indexer.ranking import evaluation as ev
     from service.demo import demo_labels
 
-    engine = _engine_with(None, data_dir)
+    engine = engine_with(None, data_dir)
     try:
         return [ev.training_rows(engine.snapshot, ev.demo_queries(demo_labels(), reverse=r)) for r in (False, True)]
     finally:
         engine.close()
 
 
-@app.command("tune")
 def tune_command(
     csl: Path = typer.Option(None, help="Also fit on a CSL title→abstract file (dev split only)"),
     c: float = typer.Option(1.0, help="Inverse regularisation strength of the logistic model"),
@@ -168,7 +165,7 @@ def tune_command(
         sources.append("data/seed/demo/labels (both directions)")
         if csl is not None:
             needs, caps, queries = ev.csl_records(ev.read_csl(csl))
-            engine = _engine_with((needs, caps), Path(tmp) / "csl")
+            engine = engine_with((needs, caps), Path(tmp) / "csl")
             x_csl, y_csl, _ = ev.training_rows(engine.snapshot, queries)
             engine.close()
             xs.append(x_csl)
@@ -185,3 +182,39 @@ def tune_command(
                           ensure_ascii=False, indent=2))
     if save:
         model.save()
+
+
+def feedback_report_command(ks: str = typer.Option("1,3,5,10", "--k", help="Ranks, comma-separated"),
+                            as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """How past recommendations fared: precision at the ranks shown, by domain (from /v1/feedback)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from models.database import session_scope
+    from service import feedback
+
+    try:
+        ranks = sorted({int(k) for k in ks.split(",") if k.strip()})
+    except ValueError:
+        raise typer.BadParameter("--k takes whole numbers, e.g. 1,3,5,10") from None
+    if not ranks or ranks[0] < 1:
+        raise typer.BadParameter("--k takes ranks of 1 or more, e.g. 1,3,5,10")
+    with ops_state() as state, session_scope(state.sessions) as session:
+        report = feedback.precision_report(feedback.export_rows(session), state.taxonomy, ranks)
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"推荐反馈: 按展示名次的准确率 (共 {report['feedback_rows']} 条反馈)",
+                  caption="P@k: 准确率/判断数 (名次 ≤ k); 正向 = relevant, contacted, deal")
+    table.add_column("领域", no_wrap=True)
+    for column in ("判断", *(f"P@{k}" for k in ranks), "对接", "签约"):
+        table.add_column(column, no_wrap=True)
+    groups = [{"name": "全部", **report["overall"]}, *report["by_domain"]]
+    for group in groups:
+        cells = []
+        for k in ranks:
+            p = group["precision"][f"p@{k}"]
+            cells.append("—" if p["precision"] is None else f"{p['precision']:.2f}/{p['n']}")
+        table.add_row(group["name"], str(group["judged"]), *cells, str(group["labels"]["contacted"]),
+                      str(group["labels"]["deal"]))
+    Console().print(table)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from service.cli import app, configure_logging, ops_state, print_json
+from service.cli.common import configure_logging, ops_state, print_json
 
 RESTART_NOTE = "运行中的服务在下次启动时加载新模型 (a running service loads it at its next start; " \
                "use POST /v1/admin/adapt to adapt a running service in place)"
@@ -74,7 +74,6 @@ def _metrics_table(result: dict[str, Any]) -> Any:
     return table
 
 
-@app.command("adapt")
 def adapt_command(
     max_pairs: int = typer.Option(2000, min=32, help="Most training pairs"),
     max_seconds: float = typer.Option(900, min=10, help="Training time budget (s)"),
@@ -135,7 +134,6 @@ def adapt_command(
         console.print(f"[yellow]未启用 not activated[/yellow]: {result['decision']['reason']}")
 
 
-@app.command("model-rollback")
 def model_rollback_command() -> None:
     """Re-activate the previous model version (or the base model) and rebuild the index with it."""
     from indexer.adaptation import adapt
@@ -160,7 +158,6 @@ def model_rollback_command() -> None:
     typer.echo(RESTART_NOTE)
 
 
-@app.command("models")
 def models_command() -> None:
     """Model versions on disk (newest first) and which one is active."""
     from indexer.adaptation import adapt

@@ -1,0 +1,4 @@
+"""`python -m service.cli`: the same as the `scenematch` entry point."""
+from service.cli import app
+
+app()
