@@ -8,7 +8,7 @@ Four scores per domain, from three kinds of evidence:
              and key terms from the taxonomy
   terms      the taxonomy's key terms and synonyms found among the text's tokens
 Combined as P(domain) = softmax(Σ weight · feature), weights fitted by
-scripts/bench_classify.py, so a score reads as a probability (the 20 sum to 1).
+benchmarks/classify.py, so a score reads as a probability (the 20 sum to 1).
 Description similarity alone was right about half the time; labelled examples and key
 terms are what lift it (docs/quality.md).
 """
@@ -34,7 +34,7 @@ from models.taxonomy import Taxonomy, default_taxonomy
 log = logging.getLogger("scenematch.classify")
 
 FEATURES = ("knn", "centroid", "prototype", "terms")
-# Fitted by `python scripts/bench_classify.py` on the demo corpus (cross-fitted, so every
+# Fitted by `python -m benchmarks.classify` on the demo corpus (cross-fitted, so every
 # record was scored by a classifier that had not seen it); the cosines differ by hundredths
 # between domains, hence their large weights.
 WEIGHTS = {"knn": 1.03, "centroid": 91.9, "prototype": 43.45, "terms": 0.76}

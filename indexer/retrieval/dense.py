@@ -8,7 +8,7 @@ Every backend numbers its vectors by row (insertion order) inside FAISS and keep
 external int64 record ids in its own id map (``ids.npy``, -1 marks a removed row). That
 one convention lets every backend take filters as row bitmaps (cheap to build, O(1) to
 test) and keep a row it cannot free at once as a tombstone. Figures quoted below come
-from ``python -m indexer.bench_dense`` on the 2-core host.
+from ``python -m benchmarks.dense`` on the 2-core host.
 """
 
 from __future__ import annotations
@@ -418,7 +418,7 @@ def create_dense_index(n_expected: int, dim: int, kind: str = "auto", **params) 
     rerank of 4k candidates, nlist=4*sqrt(n), nprobe=96, nprobe widened by
     1/sqrt(allowed share) under filters; allowed sets <= EXACT_FILTER_LIMIT (10k) scored
     exactly with numpy). Flat filters with FAISS's row bitmap. Explicit kinds ("flat",
-    "ivf") take ``params`` as constructor arguments. HNSW was measured and rejected: see indexer/bench_dense.py.
+    "ivf") take ``params`` as constructor arguments. HNSW was measured and rejected: see benchmarks/dense.py.
     """
     if kind == "auto":
         kind = "flat" if n_expected < FLAT_MAX else "ivf"

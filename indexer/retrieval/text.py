@@ -150,7 +150,7 @@ class ChineseTokenizer:
 
     The jieba instance is private and fully initialised in ``__init__``; after
     that it is only read, so one tokenizer can be shared across threads.
-    Defaults were chosen on the CSL title→abstract benchmark (indexer/bench_lexical.py):
+    Defaults were chosen on the CSL title→abstract benchmark (benchmarks/lexical.py):
     search mode with single characters kept scored best; the taxonomy dictionary
     and synonym expansion are neutral there and kept/offered for policy vocabulary.
     """

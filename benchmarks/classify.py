@@ -1,6 +1,6 @@
 """Measure domain classification on the demo corpus, each component alone and combined.
 
-    python scripts/bench_classify.py [--holdout 0.3] [--seed 7] [--splits 5]
+    python -m benchmarks.classify [--holdout 0.3] [--seed 7] [--splits 5]
 
 A stratified part of the demo needs and capabilities (by their first domain) is held out
 of the labelled examples and classified, over several random splits. The combination
@@ -17,10 +17,6 @@ import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
-import sys
-
-# Run as a script (it drives the whole service, so it lives outside the packages).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from scipy.optimize import minimize
@@ -204,7 +200,7 @@ def shipped_constants(data: SimpleNamespace, seed: int) -> tuple[dict, dict, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.classify", description=__doc__.splitlines()[0])
     parser.add_argument("--holdout", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--splits", type=int, default=5, help="random splits averaged (seed, seed+1, ...)")

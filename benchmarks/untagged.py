@@ -1,7 +1,7 @@
 """How well scores read for records sent without a domain (untagged), before and after the
 `untagged` model.
 
-    .venv/bin/python scripts/bench_untagged.py --write
+    .venv/bin/python -m benchmarks.untagged --write
 
 The contract lets a client send a need or capability without a domain; the service predicts one,
 shows it as predicted and never ranks on it. Every labelled demo query (both directions) is
@@ -17,14 +17,12 @@ is read in the bands the explanations name (相关性较弱 < 0.15 ≤ 可能相
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SECTION = "## Untagged records"
 BANDS = ((0.0, 0.15, "相关性较弱"), (0.15, 0.4, "可能相关"), (0.4, 0.7, "较为匹配"), (0.7, 1.01, "高度匹配"))
@@ -66,7 +64,8 @@ def summarise(name: str, p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.untagged",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
@@ -99,7 +98,7 @@ def main() -> None:
 
 
 def render(rows: list[dict], n_pairs: int, n_queries: int) -> str:
-    lines = [SECTION, "", "Command:", "", "    .venv/bin/python scripts/bench_untagged.py --write", "",
+    lines = [SECTION, "", "Command:", "", "    .venv/bin/python -m benchmarks.untagged --write", "",
              f"Every labelled demo query, both directions ({n_queries} queries, {n_pairs:,} candidate pairs, "
              "unlabelled candidates counted as not relevant), scored as if its record had been sent without a "
              "domain. Both untagged scorings order each query's candidates alike (each is an increasing "

@@ -3,7 +3,7 @@
 Not imported by the package. Writes a Markdown section to stdout (and into
 docs/benchmarks.md with --write). Example:
 
-    .venv/bin/python scripts/bench_build.py --sizes 1000,10000 --scale 100000,1000000 --write
+    .venv/bin/python -m benchmarks.build --sizes 1000,10000 --scale 100000,1000000 --write
 """
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-import sys
-
-# Run as a script (it drives the whole service, so it lives outside the packages).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
@@ -191,7 +187,7 @@ def render(pipeline: list[dict], parts: list[dict], command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.build", description=__doc__)
     parser.add_argument("--sizes", default="1000", help="records for the pipeline benchmark")
     parser.add_argument("--scale", default="100000", help="records for the FAISS/BM25 parts")
     parser.add_argument("--raw-sample", type=int, default=300)
@@ -200,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     pipeline = [bench_pipeline(int(n), args.raw_sample) for n in args.sizes.split(",") if n]
     parts = [bench_parts(int(n)) for n in args.scale.split(",") if n]
-    command = (f"python scripts/bench_build.py --sizes {args.sizes} --scale {args.scale} "
+    command = (f"python -m benchmarks.build --sizes {args.sizes} --scale {args.scale} "
                f"--raw-sample {args.raw_sample}")
     text = render(pipeline, parts, command)
     print(text)

@@ -1,6 +1,6 @@
 """Measure tokenizer variants + BM25 on the CSL title→abstract dev split.
 
-    python -m indexer.bench_lexical /work/shared/benchmarks/csl/ts_dev.tsv
+    python -m benchmarks.lexical /work/shared/benchmarks/csl/ts_dev.tsv
 
 Each title is a query; its own abstract is the single relevant document among
 the 1,000 abstracts. Reports nDCG@10, MRR@10, Recall@10/100 per variant, plus
@@ -77,7 +77,7 @@ def fmt(m: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lexical", description=__doc__.splitlines()[0])
     ap.add_argument("csl", type=Path, help="path to CSL ts_dev.tsv")
     ap.add_argument("--k1", type=float, default=1.2)
     ap.add_argument("--b", type=float, default=0.75)

@@ -1,6 +1,6 @@
 """Benchmark of report generation: time per need and memory while 5,000 needs × 10 matches stream.
 
-    nice .venv/bin/python -m service.reports.bench --needs 5000 --per-need 10
+    nice .venv/bin/python -m benchmarks.reports --needs 5000 --per-need 10
 
 Builds a throw-away data dir: the demo corpus plus synthetic needs that reuse the demo
 texts under new ids (their embeddings come from the shared cache, so indexing is quick).
@@ -137,7 +137,7 @@ def render(results: dict[str, Any], command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reports", description=__doc__.split("\n")[0])
     parser.add_argument("--needs", type=int, default=5000)
     parser.add_argument("--per-need", type=int, default=10)
     parser.add_argument("--formats", default=",".join(FORMATS))
@@ -172,8 +172,8 @@ def main() -> None:
 
             from service.cli.evaluation import replace_section
 
-            command = "nice .venv/bin/python -m service.reports.bench " + " ".join(sys.argv[1:])
-            replace_section(Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md", SECTION,
+            command = "nice .venv/bin/python -m benchmarks.reports " + " ".join(sys.argv[1:])
+            replace_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION,
                             render(results, command.strip()))
     finally:
         if not args.keep:

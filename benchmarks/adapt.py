@@ -1,6 +1,6 @@
 """Measure encoder adaptation on the demo corpus: speed, and quality on held-out labels and CSL dev.
 
-    nice -n 10 python -m indexer.bench_adapt --csl /work/shared/benchmarks/csl/ts_dev.tsv \
+    nice -n 10 python -m benchmarks.adapt --csl /work/shared/benchmarks/csl/ts_dev.tsv \
         --max-pairs 512 --write-doc
 
 Loads the demo corpus into a fresh SQLite database, indexes it with the base model, then for
@@ -191,7 +191,7 @@ def write_doc(section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.adapt", description=__doc__.splitlines()[0])
     ap.add_argument("--csl", type=Path, help="CSL ts_dev.tsv (optional regression check)")
     ap.add_argument("--csl-limit", type=int, default=None)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-doc", action="store_true", help=f"replace '{SECTION}' in docs/quality.md")
     ap.add_argument("--from-json", type=Path, help="only render a report saved with --json")
     args = ap.parse_args(argv)
-    command = "python -m indexer.bench_adapt " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.adapt " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_json:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
         for run in saved["runs"].values():

@@ -1,7 +1,7 @@
 """Re-ranking ideas measured against the shipped ranking: dense pseudo-relevance feedback
 and reciprocal (two-sided) re-scoring. Not imported by the package.
 
-    .venv/bin/python scripts/bench_rerank.py [--csl ../shared/benchmarks/csl/ts_dev.tsv]
+    .venv/bin/python -m benchmarks.rerank [--csl ../shared/benchmarks/csl/ts_dev.tsv]
 
 - PRF: the query vector plus `a` × the mean document vector of the shipped top `k`,
   normalised, ranked again (a second retrieval pass per query).
@@ -15,10 +15,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-import sys
-
-# Run as a script (it drives the whole service, so it lives outside the packages).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
@@ -68,7 +64,8 @@ def main() -> None:
     from service.cli.evaluation import engine_with
     from service.demo import demo_labels
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.rerank",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csl", type=Path, help="a file in the CSL layout (optional)")
     args = parser.parse_args()
     model = RankingModel.load()

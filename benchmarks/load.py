@@ -1,7 +1,7 @@
 """Load test of a running scenematch service on loopback (asyncio + httpx), bounded in count and time.
 
-    nice .venv/bin/python scripts/load.py                       # spawn a throw-away demo service
-    nice .venv/bin/python scripts/load.py --base-url http://127.0.0.1:8000 --admin-token T --client-token C
+    nice .venv/bin/python -m benchmarks.load                       # spawn a throw-away demo service
+    nice .venv/bin/python -m benchmarks.load --base-url http://127.0.0.1:8000 --admin-token T --client-token C
 
 Modes (--mode, default all):
   levels   match-by-id, free-text search and bulk upsert at each concurrency (--levels 1,4,16,64):
@@ -252,7 +252,8 @@ async def main_async(args: argparse.Namespace, base: str, admin: str, client: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", help="A running service (loopback); default: spawn a throw-away one")
     parser.add_argument("--admin-token", default=os.environ.get("SCENEMATCH_ADMIN_TOKEN", ""))
     parser.add_argument("--client-token", default=(os.environ.get("SCENEMATCH_CLIENT_TOKENS", "").split(",") or [""])[0])

@@ -17,7 +17,7 @@ host distorts less), the same with a random 10% allowed-id filter, and optionall
 (--crossover) the numpy-exact vs FAISS-selector filter paths at given allowed sizes.
 
 Example (nice: the machine is shared; runs of ~10 min each):
-  nice -n 10 .venv/bin/python -m indexer.bench_dense \
+  nice -n 10 .venv/bin/python -m benchmarks.dense \
       --texts /work/shared/benchmarks/csl/ts_dev.tsv --sizes 100000 --out /tmp/b.md
 """
 
@@ -265,7 +265,8 @@ def bench_config(label, kind, params, x, ids, q, truth, ftruth, allowed, sweep, 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dense",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", help="CSL-style TSV (to title, abstract, title) to encode")
     ap.add_argument("--base-npy", help="use these real vectors instead of encoding texts")
     ap.add_argument("--max-texts", type=int, default=6000)
