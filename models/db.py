@@ -114,6 +114,40 @@ class Capability(TimestampMixin, Base):
     content_hash: Mapped[str] = mapped_column(String(64))
 
 
+class Scenario(TimestampMixin, Base):
+    """A scenario of the third list (场景清单): what was built where, by whom, how it was judged.
+
+    The four evaluation scores and the outcome are columns of their own (not JSON), so the
+    priority ranking (`sort=evaluation`) is one SQL expression on both backends; `overall` is
+    not stored because its weights are configuration (service/scenarios.py).
+    """
+
+    __tablename__ = "scenarios"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    domains: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    domain_predicted: Mapped[bool] = mapped_column(Boolean, default=False)
+    domain_scores: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    lead_org: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    need_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    capability_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    stage: Mapped[str] = mapped_column(String(16), default="collecting", index=True)
+    year: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    tech_advancement: Mapped[float | None] = mapped_column(Float, nullable=True)
+    economic_benefit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    social_benefit: Mapped[float | None] = mapped_column(Float, nullable=True)
+    promotion_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    contract_wan: Mapped[float | None] = mapped_column(Float, nullable=True)
+    first_purchase: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    signed_at: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    benchmark_case: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    visibility: Mapped[str] = mapped_column(String(16), default="public")
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
 class Change(Base):
     """Append-only change log; the index's watermark is the last change it has seen.
 
@@ -125,7 +159,7 @@ class Change(Base):
     seq: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    kind: Mapped[str] = mapped_column(String(16))  # "need" | "capability"
+    kind: Mapped[str] = mapped_column(String(16))  # "need" | "capability" | "scenario"
     record_id: Mapped[str] = mapped_column(String(64))
     op: Mapped[str] = mapped_column(String(8))  # "upsert" | "delete"
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -14,10 +14,11 @@ from typing import Any, Literal
 from sqlalchemy import Select, Text, bindparam, cast, func, select
 from sqlalchemy.orm import Session
 
-from models.db import Capability, Change, Need
+from models.db import Capability, Change, Need, Scenario
 
-RecordKind = Literal["need", "capability"]
-MODELS: dict[str, type[Need] | type[Capability]] = {"need": Need, "capability": Capability}
+RecordKind = Literal["need", "capability", "scenario"]
+MODELS: dict[str, type[Need] | type[Capability] | type[Scenario]] = {
+    "need": Need, "capability": Capability, "scenario": Scenario}
 
 NEED_FIELDS = (
     "title", "description", "domain", "region", "publisher", "publisher_type", "status",
@@ -27,7 +28,15 @@ CAPABILITY_FIELDS = (
     "title", "description", "organization", "org_type", "domains", "region", "tags", "cases",
     "visibility", "contact",
 )
-FIELDS: dict[str, tuple[str, ...]] = {"need": NEED_FIELDS, "capability": CAPABILITY_FIELDS}
+# The API nests a scenario's evaluation and outcome; they are stored (and hashed) as columns.
+EVALUATION_FIELDS = ("tech_advancement", "economic_benefit", "social_benefit", "promotion_value")
+OUTCOME_FIELDS = ("contract_wan", "first_purchase", "signed_at")
+SCENARIO_FIELDS = (
+    "title", "description", "domains", "region", "lead_org", "need_id", "capability_ids", "stage", "year",
+    *EVALUATION_FIELDS, *OUTCOME_FIELDS, "benchmark_case", "tags", "visibility",
+)
+FIELDS: dict[str, tuple[str, ...]] = {"need": NEED_FIELDS, "capability": CAPABILITY_FIELDS,
+                                      "scenario": SCENARIO_FIELDS}
 
 
 def content_hash(kind: RecordKind, data: dict[str, Any]) -> str:
@@ -37,13 +46,31 @@ def content_hash(kind: RecordKind, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def flatten_scenario(data: dict[str, Any]) -> dict[str, Any]:
+    """The API's nested `evaluation` and `outcome` as the table's columns (absent: None)."""
+    flat = {k: v for k, v in data.items() if k not in ("evaluation", "outcome")}
+    for group, names in (("evaluation", EVALUATION_FIELDS), ("outcome", OUTCOME_FIELDS)):
+        nested = data.get(group) or {}
+        for name in names:
+            flat.setdefault(name, nested.get(name))
+    return flat
+
+
 def _normalized(kind: RecordKind, data: dict[str, Any]) -> dict[str, Any]:
+    if kind == "scenario":
+        data = flatten_scenario(data)
     values = {f: data.get(f) for f in FIELDS[kind]}
-    if isinstance(values.get("deadline"), str):
-        values["deadline"] = dt.date.fromisoformat(values["deadline"])
+    for name in ("deadline", "signed_at"):
+        if isinstance(values.get(name), str):
+            values[name] = dt.date.fromisoformat(values[name])
     values["tags"] = list(values.get("tags") or [])
-    if kind == "capability":
+    if kind != "need":
         values["domains"] = list(values.get("domains") or [])
+    if kind == "scenario":
+        values["capability_ids"] = list(values.get("capability_ids") or [])
+        values["benchmark_case"] = bool(values.get("benchmark_case"))
+        values["stage"] = values.get("stage") or "collecting"
+        values["visibility"] = values.get("visibility") or "public"
     return values
 
 
@@ -137,9 +164,7 @@ def list_records(
         if kind == "need":
             stmt = stmt.where(model.domain == domain)
         else:
-            # JSON list membership, portable across SQLite and PostgreSQL: codes are
-            # quoted in the serialized list, so '"code"' cannot match a longer code.
-            stmt = stmt.where(cast(model.domains, Text).contains(f'"{domain}"', autoescape=True))
+            stmt = stmt.where(json_list_has(model.domains, domain))
     if region:
         stmt = stmt.where(model.region == region)
     if status and kind == "need":
@@ -151,6 +176,12 @@ def list_records(
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(model.id).limit(limit).offset(offset)).all()
     return list(rows), int(total)
+
+
+def json_list_has(column: Any, value: str) -> Any:
+    """JSON list membership, portable across SQLite and PostgreSQL: values are quoted in the
+    serialized list, so '"code"' cannot match a longer code."""
+    return cast(column, Text).contains(json.dumps(value, ensure_ascii=False), autoescape=True)
 
 
 def iter_all(session: Session, kind: RecordKind, batch: int = 1000) -> Iterator[Any]:

@@ -18,7 +18,7 @@ from service.jobs import JobRunner
 from service.metrics import ServiceMetrics
 from service.metrics import router as metrics_router
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.routes import admin, console, feedback, matching, meta, records
+from service.routes import admin, console, feedback, matching, meta, records, scenarios
 from service.routes import adapt as adapt_routes
 from service.routes import reports as report_routes
 from service.routes import classify as classify_routes
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(records.needs_router)
     app.include_router(records.capabilities_router)
+    app.include_router(scenarios.router)
     app.include_router(matching.router)
     app.include_router(classify_routes.router)
     app.include_router(report_routes.router)

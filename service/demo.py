@@ -1,4 +1,6 @@
-"""Demo corpus: needs, capabilities and graded labels written for this project (data/seed/demo)."""
+"""Demo corpus: needs, capabilities and graded labels written for this project (data/seed/demo), and the
+scenarios of the third list (data/seed/scenarios: they cite capabilities of the demo and of the
+realistic corpus, data/seed/realistic, so they sit beside both)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import repository
 from models.database import session_scope
 from models.taxonomy import SEED_DIR
+from service.scenario_schemas import ScenarioBulkItem
 from service.schemas import CapabilityBulkItem, NeedBulkItem
 
 DEMO_DIR = SEED_DIR / "demo"
+SCENARIOS_DIR = SEED_DIR / "scenarios"
 
 
 def read_jsonl(folder: Path) -> Iterator[dict[str, Any]]:
@@ -32,6 +36,11 @@ def demo_records(demo_dir: Path = DEMO_DIR) -> tuple[list[dict[str, Any]], list[
     return needs, caps
 
 
+def demo_scenarios(folder: Path = SCENARIOS_DIR) -> list[dict[str, Any]]:
+    """Validated demo scenarios (as the API would store them)."""
+    return [ScenarioBulkItem.model_validate(r).model_dump() for r in read_jsonl(folder)]
+
+
 def demo_labels(demo_dir: Path = DEMO_DIR) -> list[dict[str, Any]]:
     return list(read_jsonl(demo_dir / "labels"))
 
@@ -41,10 +50,13 @@ def database_is_empty(sessions: sessionmaker[Session]) -> bool:
         return repository.count(session, "need") == 0 and repository.count(session, "capability") == 0
 
 
-def load_demo(sessions: sessionmaker[Session], demo_dir: Path = DEMO_DIR) -> tuple[int, int]:
+def load_demo(sessions: sessionmaker[Session], demo_dir: Path = DEMO_DIR,
+              scenarios_dir: Path | None = SCENARIOS_DIR) -> tuple[int, int]:
+    """Store the demo needs and capabilities (and the scenarios, unless `scenarios_dir` is None)."""
     needs, caps = demo_records(demo_dir)
+    scenarios = demo_scenarios(scenarios_dir) if scenarios_dir is not None else []
     with session_scope(sessions) as session:
-        for kind, records in (("need", needs), ("capability", caps)):
+        for kind, records in (("need", needs), ("capability", caps), ("scenario", scenarios)):
             for record in records:
                 data = dict(record)
                 repository.upsert(session, kind, data.pop("id"), data)

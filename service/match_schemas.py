@@ -26,7 +26,9 @@ class MatchFilters(StrictModel):
 class SearchRequest(StrictModel):
     query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
         description="Free text (1–2,000 chars), e.g. 山洪灾害监测预警")
-    target: Literal["capabilities", "needs"] = "capabilities"
+    target: Literal["capabilities", "needs", "scenarios"] = Field(
+        "capabilities", description="capabilities | needs | scenarios (the third list: domain and region "
+                                    "filters apply, org_type and status do not)")
     limit: int = Field(10, ge=1, le=100)
     offset: int = Field(0, ge=0, le=1000)
     filters: MatchFilters = Field(default_factory=MatchFilters)
@@ -74,7 +76,7 @@ class MatchItem(BaseModel):
     rank: int
     score: float = Field(description="0..1: estimated probability that the match is relevant")
     id: str
-    kind: Literal["need", "capability"]
+    kind: Literal["need", "capability", "scenario"]
     item: dict[str, Any] = Field(description="The matched record's public fields")
     explanation: Explanation
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.repository import EVALUATION_FIELDS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SCENEMATCH_", env_file=None, extra="ignore")
@@ -29,11 +31,24 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty = CORS off.")
     report_retention_days: int = Field(30, ge=1, description="Days a generated report file is kept.")
     log_level: str = Field("INFO")
+    evaluation_weights: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(EVALUATION_FIELDS, 0.25),
+        description="Weights of a scenario's overall evaluation (JSON object of the four dimensions "
+                    "技术先进性、经济效益、社会效益、推广价值); default equal. Only their ratio matters.")
 
     @field_validator("admin_token", "embedding_model", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("evaluation_weights")
+    @classmethod
+    def _four_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != set(EVALUATION_FIELDS):
+            raise ValueError(f"give exactly the four dimensions: {', '.join(EVALUATION_FIELDS)}")
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("weights must be >= 0 and not all 0")
+        return {name: float(value[name]) for name in EVALUATION_FIELDS}
 
     @cached_property
     def resolved_database_url(self) -> str:

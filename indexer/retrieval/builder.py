@@ -25,7 +25,7 @@ from models import repository
 from models.database import session_scope
 
 Progress = Callable[[float, str], None]
-SEGMENT_DIRS = {"need": "needs", "capability": "capabilities"}
+SEGMENT_DIRS = {"need": "needs", "capability": "capabilities", "scenario": "scenarios"}
 
 
 @dataclass
@@ -214,4 +214,15 @@ def save_segments(folder: Path, segments: dict[str, Segment], manifest: dict[str
 
 
 def load_segments(folder: Path) -> dict[str, Segment]:
-    return {kind: Segment.load(folder / SEGMENT_DIRS[kind]) for kind in KINDS}
+    """Every kind's segment; a kind a version was written without (scenarios, before they
+    existed) is empty, and its records arrive through the delta like any change."""
+    segments = {kind: Segment.load(folder / SEGMENT_DIRS[kind]) for kind in KINDS
+                if (folder / SEGMENT_DIRS[kind] / "records.json").exists()}
+    dim = next((s.doc_vectors.shape[1] for s in segments.values() if s.doc_vectors.ndim == 2), 384)
+    empty = np.zeros((0, dim), np.float32)
+    for kind in KINDS:
+        if kind not in segments:
+            segments[kind] = Segment.build(kind, [], next(iter(segments.values())).domain_codes,
+                                           doc_vectors=empty, passage_vectors=empty,
+                                           passage_offsets=np.zeros(1, np.int64), tokens=[], key_terms=[])
+    return segments

@@ -28,7 +28,7 @@ from indexer.retrieval.documents import KINDS
 from indexer.retrieval.embedding import Encoder
 from indexer.retrieval.text import normalize
 from models.database import session_scope
-from models.db import Capability, Need
+from models.repository import MODELS
 from models.taxonomy import Taxonomy, default_taxonomy
 
 log = logging.getLogger("scenematch.classify")
@@ -262,7 +262,7 @@ def feature(name: str, raw: np.ndarray) -> np.ndarray:
 
 def chosen_domains(kind: str, ranked: list[tuple[str, float]],
                    threshold: float = EXTRA_DOMAIN_THRESHOLD) -> list[str]:
-    """A need gets its top domain; a capability also any other domain with enough probability."""
+    """A need gets its top domain; a capability (or a scenario) also any other domain with enough probability."""
     if not ranked:
         return []
     if kind == "need":
@@ -320,7 +320,7 @@ def store_predictions(sessions: sessionmaker[Session], predictions: Sequence[Pre
     would make the indexer refresh forever) and content_hash is left alone: it hashes the
     client's own fields, so re-sending the same record still counts as unchanged.
     """
-    for kind, model in (("need", Need), ("capability", Capability)):
+    for kind, model in MODELS.items():
         params = [{"b_id": p.record_id, "b_hash": p.content_hash,
                    "b_domain": p.domains[0] if kind == "need" else list(p.domains),
                    "b_scores": [{"code": c, "name": taxonomy.name(c), "score": round(s, 4)}
@@ -344,7 +344,7 @@ def predicted_ids(sessions: sessionmaker[Session]) -> dict[str, set[str]]:
     """Ids of the records whose domains were predicted (never used as examples)."""
     with session_scope(sessions) as session:
         return {kind: set(session.scalars(select(model.id).where(model.domain_predicted.is_(True))))
-                for kind, model in (("need", Need), ("capability", Capability))}
+                for kind, model in MODELS.items()}
 
 
 def segment_examples(sessions: sessionmaker[Session], segments: Sequence[tuple[str, Any, Any]]

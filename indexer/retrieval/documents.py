@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-NEED, CAPABILITY = "need", "capability"
-KINDS = (NEED, CAPABILITY)
+NEED, CAPABILITY, SCENARIO = "need", "capability", "scenario"
+KINDS = (NEED, CAPABILITY, SCENARIO)
 # Descriptions up to this length are embedded whole as one passage; longer ones are also
 # split so a long capability can be matched on its best passage.
 PASSAGE_CHARS = 160
@@ -32,6 +32,9 @@ class IndexDoc:
     domain_predicted: bool = False
     content_hash: str = ""
     key_text: str = ""  # what explanations extract key terms from (key_text_of)
+    # Facts the case library reads (indexer/retrieval/cases.py): a capability's organization; a
+    # scenario's delivering capabilities, stage, year, outcome and title. Stored with the segment.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def full_text(self) -> str:
@@ -49,6 +52,8 @@ def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
     body_parts = [row.description or ""]
     if kind == CAPABILITY and getattr(row, "cases", None):
         body_parts.append(f"落地案例：{row.cases}")
+    if kind == SCENARIO and row.lead_org:
+        body_parts.append(f"场景方：{row.lead_org}")
     if row.tags:
         body_parts.append("标签：" + "、".join(row.tags))
     body = "\n".join(p for p in body_parts if p).strip()
@@ -63,10 +68,21 @@ def doc_from_row(kind: str, row: Any, splitter: Any) -> IndexDoc:
         restricted=row.visibility == "restricted",
         domain_predicted=bool(getattr(row, "domain_predicted", False)) and bool(domains),
         content_hash=getattr(row, "content_hash", "") or "",
-        key_text=key_text_of(row),
+        key_text=key_text_of(row), extra=extra_of(kind, row),
     )
     doc.passages = passages_of(doc, splitter)
     return doc
+
+
+def extra_of(kind: str, row: Any) -> dict[str, Any]:
+    if kind == CAPABILITY:
+        return {"org": (row.organization or "").strip()}
+    if kind != SCENARIO:
+        return {}
+    return {"title": row.title, "caps": list(row.capability_ids or []), "stage": row.stage, "year": row.year,
+            "need": row.need_id,
+            "outcome": {"contract_wan": row.contract_wan, "first_purchase": row.first_purchase,
+                        "signed_at": row.signed_at.isoformat() if row.signed_at else None}}
 
 
 def passages_of(doc: IndexDoc, splitter: Any) -> list[str]:

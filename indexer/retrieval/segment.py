@@ -56,6 +56,8 @@ class Segment:
     domain_predicted: np.ndarray | None = None  # (n,) bool
     # None only for versions written before key terms were stored: explained per request then.
     key_terms: KeyTerms | None = None
+    # Per row, IndexDoc.extra (what the case library reads); None in versions written before it.
+    extra: list[dict] | None = None
 
     def __post_init__(self) -> None:
         if self.domain_predicted is None:
@@ -117,6 +119,7 @@ class Segment:
             else query_vectors.astype(np.float32, copy=False).reshape(n, dim),
             lexical=BM25Index.build(tokens, reference=reference.lexical if reference else None),
             key_terms=KeyTerms.build(key_terms) if key_terms is not None and len(key_terms) == n else None,
+            extra=[d.extra for d in docs],
         )
 
     @classmethod
@@ -169,6 +172,8 @@ class Segment:
             passage_offsets=np.array(offsets, dtype=np.int64), passages=passages, tokens=tokens,
             dense=dense, lexical=BM25Index.build(tokens),
             own_query_vectors=own_query, key_terms=key_terms,
+            extra=None if base.extra is None or delta.extra is None
+            else [base.extra[r] for r in rows] + delta.extra,
         )
 
     # ---- filtering ------------------------------------------------------------------
@@ -206,6 +211,9 @@ class Segment:
     def key_terms_of(self, row: int, top_k: int) -> dict[str, float] | None:
         return None if self.key_terms is None else self.key_terms.of(row, top_k)
 
+    def extra_of(self, row: int) -> dict:
+        return {} if self.extra is None else self.extra[row]
+
     def given_domains_of(self, row: int) -> list[str]:
         """Domains the client gave (none when they were predicted): what ranking may rely on."""
         return [] if self.domain_predicted[row] else self.domains_of(row)
@@ -223,7 +231,8 @@ class Segment:
             np.save(folder / "query_vectors.npy", self.own_query_vectors)
         (folder / "records.json").write_text(json.dumps(
             {"kind": self.kind, "domain_codes": self.domain_codes, "ids": self.ids,
-             "regions": self.regions, "passages": self.passages, "tokens": self.tokens},
+             "regions": self.regions, "passages": self.passages, "tokens": self.tokens,
+             "extra": self.extra},
             ensure_ascii=False), encoding="utf-8")
         self.dense.save(folder / "dense")
         self.lexical.save(folder / "lexical")
@@ -249,5 +258,5 @@ class Segment:
             dense=DenseIndex.load(folder / "dense"), lexical=BM25Index.load(folder / "lexical"),
             own_query_vectors=np.load(folder / "query_vectors.npy")
             if (folder / "query_vectors.npy").exists() else None,
-            key_terms=KeyTerms.load(folder),
+            key_terms=KeyTerms.load(folder), extra=meta.get("extra"),
         )

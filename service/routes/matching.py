@@ -23,10 +23,12 @@ from service.deps import AdminViewDep, StateDep
 from service.errors import ApiError
 from service.match_schemas import MatchFilters, MatchResponse, SearchRequest, match_response_json
 from service.routes.records import record_out
+from service.scenarios import scenario_out
 from service.schemas import ID_PATTERN
 from service.state import AppState
 
 router = APIRouter(tags=["matching"])
+TARGETS = {"capabilities": "capability", "needs": "need", "scenarios": "scenario"}
 ERRORS = {404: {"description": "Unknown id"}, 422: {"description": "Invalid filter"},
           503: {"description": "Index not loaded yet"}}
 IdPath = Path(pattern=ID_PATTERN, min_length=1, max_length=64)
@@ -71,7 +73,8 @@ def render(page: MatchPage, matcher: Matcher, session: Any, state: AppState, adm
             continue  # deleted since it was indexed, or hidden from this caller
         items.append({
             "rank": position, "score": round(hit.score, 6), "id": hit.id, "kind": page.target_kind,
-            "item": record_out(page.target_kind, row, state.taxonomy, admin),
+            "item": scenario_out(row, state.taxonomy, state.settings.evaluation_weights)
+            if page.target_kind == "scenario" else record_out(page.target_kind, row, state.taxonomy, admin),
             "explanation": matcher.explain_hit(page, hit, query_row, row),
         })
     return {"items": items, "total": page.total, "limit": limit, "offset": offset,
@@ -121,7 +124,12 @@ make_match_route("capability", "capabilities", "Ranked needs for a capability (è
 def search(body: SearchRequest, state: StateDep, admin: AdminViewDep) -> Response:
     with session_scope(state.sessions) as session:
         matcher = get_matcher(state)
-        target = "capability" if body.target == "capabilities" else "need"
+        target = TARGETS[body.target]
+        if target == "scenario" and (body.filters.org_type or body.filters.status):
+            field = "org_type" if body.filters.org_type else "status"
+            raise ApiError(422, "validation_error", f"invalid filter: filters.{field}", [{
+                "field": f"filters.{field}", "type": "value_error",
+                "reason": "does not apply to target scenarios (use GET /v1/scenarios?stage= for stages)"}])
         page = matcher.search(body.query, target, filters=Filters(**body.filters.model_dump()),
                               include_restricted=admin, limit=body.limit, offset=body.offset,
                               include_closed=body.include_closed)

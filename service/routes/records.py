@@ -140,49 +140,55 @@ def make_router(kind: RecordKind) -> APIRouter:
                  dependencies=[Depends(require_writer)],
                  summary=f"Upsert up to 10,000 {plural}; invalid items are reported, valid ones stored")
     def bulk_upsert(body: BulkBody, state: StateDep, session: SessionDep) -> dict[str, Any]:  # type: ignore[valid-type]
-        errors: list[BulkError] = []
-        valid: list[tuple[str, dict[str, Any]]] = []
-        seen: dict[str, int] = {}
-        for index, raw in enumerate(body.items):  # type: ignore[attr-defined]
-            if not isinstance(raw, dict):
-                errors.append(BulkError(index=index, errors=[{
-                    "field": "item", "reason": "each item must be a JSON object", "type": "dict_type"}]))
-                continue
-            try:
-                item = BulkItem.model_validate(raw)
-            except ValidationError as exc:
-                rid = raw.get("id") if isinstance(raw.get("id"), str) else None
-                errors.append(BulkError(index=index, id=rid,
-                                        errors=describe_validation_errors(list(exc.errors()))))
-                continue
-            data = item.model_dump()
-            rid = data.pop("id")
-            if rid in RESERVED_IDS:  # as PUT refuses it: /v1/{plural}/bulk could not address it
-                errors.append(BulkError(index=index, id=rid, errors=[{
-                    "field": "id", "reason": f"'{rid}' is reserved for the bulk endpoint", "type": "reserved"}]))
-                continue
-            if rid in seen:
-                errors.append(BulkError(index=index, id=rid, errors=[{
-                    "field": "id", "reason": f"duplicate of item {seen[rid]} in this request",
-                    "type": "duplicate"}]))
-                continue
-            seen[rid] = index
-            valid.append((rid, data))
-        stored = unchanged = 0
-        # One transaction per chunk keeps memory bounded and locks short under load.
-        for start in range(0, len(valid), 500):
-            chunk = valid[start:start + 500]
-            repository.get_many(session, kind, [rid for rid, _ in chunk])  # one query fills the identity map
-            for rid, data in chunk:
-                _, changed = _upsert_counting(session, kind, rid, data)
-                stored += changed
-                unchanged += not changed
-            session.commit()
-        if stored:
-            notify_changed(state)
-        return {"stored": stored, "unchanged": unchanged, "failed": len(errors), "errors": errors}
+        return bulk_store(kind, BulkItem, body.items, state, session)  # type: ignore[attr-defined]
 
     return router
+
+
+def bulk_store(kind: RecordKind, item_model: type[BaseModel], items: list[Any], state: AppState,
+               session: Any) -> dict[str, Any]:
+    """Validate each item on its own, store the valid ones, report each invalid one by index."""
+    errors: list[BulkError] = []
+    valid: list[tuple[str, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(items):
+        if not isinstance(raw, dict):
+            errors.append(BulkError(index=index, errors=[{
+                "field": "item", "reason": "each item must be a JSON object", "type": "dict_type"}]))
+            continue
+        try:
+            item = item_model.model_validate(raw)
+        except ValidationError as exc:
+            rid = raw.get("id") if isinstance(raw.get("id"), str) else None
+            errors.append(BulkError(index=index, id=rid,
+                                    errors=describe_validation_errors(list(exc.errors()))))
+            continue
+        data = item.model_dump()
+        rid = data.pop("id")
+        if rid in RESERVED_IDS:  # as PUT refuses it: /v1/<kind>/bulk could not address it
+            errors.append(BulkError(index=index, id=rid, errors=[{
+                "field": "id", "reason": f"'{rid}' is reserved for the bulk endpoint", "type": "reserved"}]))
+            continue
+        if rid in seen:
+            errors.append(BulkError(index=index, id=rid, errors=[{
+                "field": "id", "reason": f"duplicate of item {seen[rid]} in this request",
+                "type": "duplicate"}]))
+            continue
+        seen[rid] = index
+        valid.append((rid, data))
+    stored = unchanged = 0
+    # One transaction per chunk keeps memory bounded and locks short under load.
+    for start in range(0, len(valid), 500):
+        chunk = valid[start:start + 500]
+        repository.get_many(session, kind, [rid for rid, _ in chunk])  # one query fills the identity map
+        for rid, data in chunk:
+            _, changed = _upsert_counting(session, kind, rid, data)
+            stored += changed
+            unchanged += not changed
+        session.commit()
+    if stored:
+        notify_changed(state)
+    return {"stored": stored, "unchanged": unchanged, "failed": len(errors), "errors": errors}
 
 
 def _upsert_counting(session: Any, kind: RecordKind, rid: str, data: dict[str, Any]) -> tuple[Any, bool]:
