@@ -31,6 +31,12 @@ def models_root(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 
 
+def ranking_root(data_dir: Path) -> Path:
+    """Ranking weights learned from outcomes (indexer/adaptation/outcomes.py): versions of a
+    manifest only, kept, activated and rolled back by the same functions as model versions."""
+    return Path(data_dir) / "ranking"
+
+
 def new_version_name() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("m%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(3)
 

@@ -22,6 +22,7 @@ from service.routes import admin, console, feedback, matching, meta, records, sc
 from service.routes import adapt as adapt_routes
 from service.routes import reports as report_routes
 from service.routes import classify as classify_routes
+from service.routes import ranking as ranking_routes
 from service.settings import Settings
 from service.state import AppState
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(adapt_routes.router)
+    app.include_router(ranking_routes.router)
     app.include_router(feedback.admin_router)
     app.include_router(metrics_router)
     app.include_router(console.router)

@@ -56,6 +56,24 @@ class Signal(BaseModel):
     rank: int | None = Field(description="Rank of this candidate by this signal alone")
 
 
+class CaseOutcome(BaseModel):
+    contract_wan: float | None = Field(None, description="合同金额, 万元")
+    first_purchase: bool | None = Field(None, description="首购首用")
+    signed_at: str | None = Field(None, description="签约日期 (YYYY-MM-DD)")
+
+
+class Case(BaseModel):
+    id: str = Field(description="The scenario's id (GET /v1/scenarios/{id})")
+    title: str
+    year: int | None
+    stage: str = Field(description="building, testing, promoting or retired: delivered or being delivered")
+    similarity: float = Field(description="Cosine of the scenario's text with the need side of the pair")
+    outcome: CaseOutcome | None
+    capability_id: str = Field(description="The capability that delivered it")
+    via: Literal["self", "organization"] = Field(
+        description="self: the matched capability; organization: another capability of the same organization")
+
+
 class Explanation(BaseModel):
     summary: str = Field(description="One Chinese sentence for a non-specialist")
     shared_terms: list[SharedTerm]
@@ -66,7 +84,12 @@ class Explanation(BaseModel):
         "sent by the client), and `counted_in_score`: false when a side's domains were not given by the "
         "client; the pair is then scored without the domain signal (the `untagged` model, whose weights "
         "and bias `signals` and `bias` show)"))
-    signals: dict[str, Signal]
+    signals: dict[str, Signal] = Field(description=(
+        "Every ranking signal, and `case` (the best cosine of a delivered similar scenario; its weight is 0 "
+        "unless the ranking's weights give it one)"))
+    cases: list[Case] = Field(description=(
+        "Scenarios similar to the need side that the capability side (or its organization) delivered, most "
+        "similar first (at most 3); restricted scenarios only for the admin token"))
     score_rule: str
     bias: float = Field(description="Bias of the model that scored this pair")
     logit: float

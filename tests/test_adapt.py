@@ -274,17 +274,21 @@ def assert_consistent(client: TestClient) -> dict[str, Any]:
     return status
 
 
-@pytest.fixture(scope="module")
-def adapted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, Any]]]:
-    """A service on two demo domains after one successful (tiny) adaptation."""
-    root = tmp_path_factory.mktemp("adapt")
+def subset_settings(root: Path) -> Any:
+    """Settings of a service on SQLite whose database holds the two demo domains (DOMAINS)."""
     settings = make_settings(root, None, build_index_on_start=True, refresh_interval_s=0.2)
     settings.ensure_dirs()
     db = make_engine(settings.resolved_database_url)
     migrate(db)
     load_subset(make_session_factory(db))
     db.dispose()
-    with TestClient(create_app(settings)) as client:
+    return settings
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """A service on two demo domains after one successful (tiny) adaptation."""
+    with TestClient(create_app(subset_settings(tmp_path_factory.mktemp("adapt")))) as client:
         wait_ready(client)
         base_index = engine_of(client).snapshot.version
         job = run_adapt(client, TINY)

@@ -138,7 +138,7 @@ def test_full_reindex_job_lifecycle(served: TestClient, database_url: str):
     assert progress_seen and progress_seen == sorted(progress_seen) and progress_seen[-1] == 1.0
     new_version = done["result"]["version"]
     assert new_version != old_version and done["result"]["previous_version"] == old_version
-    assert done["result"]["counts"] == {"needs": 374, "capabilities": 728}
+    assert done["result"]["counts"] == {"needs": 374, "capabilities": 728, "scenarios": 108}
     assert served.get("/v1/admin/index", headers=ADMIN_H).json()["version"] == new_version
     after = served.get("/v1/needs/N-smart_water-001/matches", params={"limit": 3}).json()
     assert after["index_version"] == new_version
@@ -169,7 +169,7 @@ def test_incremental_reindex_folds_stored_changes(served: TestClient):
     assert done["status"] == "succeeded" and done["result"]["folded"] is True, done
     after = served.get("/v1/admin/index", headers=ADMIN_H).json()
     assert after["version"] == done["result"]["version"] != before["version"]
-    assert after["mode"] == "incremental" and after["delta"]["records"] == {"needs": 0, "capabilities": 0}
+    assert after["mode"] == "incremental" and after["delta"]["records"] == {"needs": 0, "capabilities": 0, "scenarios": 0}
     assert after["indexed_counts"]["needs"] == before["indexed_counts"]["needs"] + 1
     assert served.get("/v1/needs/N-new-1/matches").json()["index_version"] == after["version"]
 
@@ -180,7 +180,7 @@ def test_index_status_shows_version_model_counts_and_types(served: TestClient):
     body = r.json()
     assert body["version"].startswith("v") and body["built_at"] and body["age_s"] >= 0
     assert body["model"].startswith("multilingual-e5-small") and body["dim"] == 384
-    assert body["counts"] == {"needs": 374, "capabilities": 728} == body["stored_counts"]
+    assert body["counts"] == {"needs": 374, "capabilities": 728, "scenarios": 108} == body["stored_counts"]
     assert set(body["index_types"]["dense"]) == {"needs", "capabilities"}
     assert all(d["type"] for d in body["index_types"]["dense"].values())
     assert body["index_types"]["lexical"]["type"] == "bm25"
@@ -245,7 +245,7 @@ def test_cli_mirrors_the_admin_api(tmp_path: Path, database_url: str, monkeypatc
     built = run(cli, ["reindex", "--full"])
     assert built.exit_code == 0, built.output
     status = json.loads(run(cli, ["index-status", "--json"]).output)
-    assert status["indexed_counts"] == status["stored_counts"] == {"needs": 374, "capabilities": 728}
+    assert status["indexed_counts"] == status["stored_counts"] == {"needs": 374, "capabilities": 728, "scenarios": 108}
     assert status["mode"] == "full" and status["index_types"]["dense"]["needs"]["type"]
     [job] = json.loads(run(cli, ["jobs", "--json", "--kind", "reindex_full"]).output)
     assert job["status"] == "succeeded" and job["progress"] == 1.0 and job["params"]["source"] == "cli"

@@ -108,7 +108,7 @@ class LiveServer:
             for plural, items in (("needs", needs), ("capabilities", caps)):
                 r = client.post(f"/v1/{plural}/bulk", json={"items": items}, headers=ADMIN_H)
                 assert r.status_code == 200 and r.json()["failed"] == 0, r.text
-            wanted = {"needs": len(needs), "capabilities": len(caps)}
+            wanted = {"needs": len(needs), "capabilities": len(caps), "scenarios": 0}
             deadline = time.monotonic() + 300
             while client.get("/v1/admin/index", headers=ADMIN_H).json()["counts"] != wanted:
                 assert time.monotonic() < deadline, "stored records never became searchable"

@@ -122,6 +122,11 @@ def sample() -> dict[str, Any]:
                          "match_domains": ["smart_water"], "query_domain_names": ["智慧水利"],
                          "match_domain_names": ["智慧水利"]},
         "signals": {"dense": signal, "lexical": {**signal, "rank": None}},
+        "cases": [{"id": "S-1", "title": "山洪预警平台", "year": 2024, "stage": "promoting", "similarity": 0.9123,
+                   "outcome": {"contract_wan": 120.0, "first_purchase": True, "signed_at": "2024-05-01"},
+                   "capability_id": "C-1", "via": "self"},
+                  {"id": "S-2", "title": "预警", "year": None, "stage": "building", "similarity": 0.87,
+                   "outcome": None, "capability_id": "C-2", "via": "organization"}],
         "score_rule": "score = …", "bias": -1.5, "logit": 2.197225,
     }
     item = {"title": "山洪预警", "description": "", "domain": "smart_water", "region": None, "tags": ["预警"],

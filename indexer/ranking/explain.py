@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from indexer.ranking.hybrid import SIGNALS, Hit, RankingModel, contributions
+from indexer.ranking.hybrid import SHOWN, Hit, RankingModel, contributions
 
 SIGNAL_LABELS = {
     "dense": "整体语义相似度", "passage": "最佳段落语义相似度", "lexical": "关键词匹配度(BM25)",
-    "domain": "领域一致", "rel": "与本次最佳结果的语义差距",
+    "domain": "领域一致", "rel": "与本次最佳结果的语义差距", "case": "已落地类似场景的语义相似度",
 }
 UNKNOWN_DOMAIN_LABEL = "领域一致（一方领域未由发布方标注，不计入；得分按其余信号估计）"
 
@@ -137,7 +137,7 @@ def signal_table(model: RankingModel, hit: Hit) -> dict[str, Any]:
     contrib = contributions(model, signals)
     table = {}
     unknown = not signals.get("domain_known", 1.0)
-    for name in SIGNALS:
+    for name in SHOWN:
         raw = signals["lexical_raw"] if name == "lexical" else signals[name]
         label = UNKNOWN_DOMAIN_LABEL if name == "domain" and unknown else SIGNAL_LABELS[name]
         table[name] = {
@@ -163,8 +163,20 @@ def strength(score: float) -> str:
     return "相关性较弱"
 
 
+DELIVERED = {"building": "正由{who}建设", "testing": "已由{who}落地", "promoting": "已由{who}落地",
+             "retired": "曾由{who}落地"}
+
+
+def case_phrase(direction: str, case: dict[str, Any]) -> str:
+    """类似场景「…」已由该单位落地（2024年）: the best case, as the summary cites it."""
+    who = "本单位" if direction == "capability_to_need" else "该单位"
+    year = f"（{case['year']}年）" if case.get("year") else ""
+    return f"类似场景「{_short(case['title'], 24)}」{DELIVERED[case['stage']].format(who=who)}{year}"
+
+
 def summary(direction: str, score: float, match: Side, terms: list[dict[str, Any]],
-            pairs: list[dict[str, Any]], dom: dict[str, Any], names: dict[str, str]) -> str:
+            pairs: list[dict[str, Any]], dom: dict[str, Any], names: dict[str, str],
+            cases: list[dict[str, Any]] | None = None) -> str:
     """One Chinese sentence: what this match addresses and on what evidence."""
     subject = {"need_to_capability": "该能力", "capability_to_need": "该需求",
                "search": "该结果"}.get(direction, "该结果")
@@ -184,23 +196,26 @@ def summary(direction: str, score: float, match: Side, terms: list[dict[str, Any
     elif dom["query_domains"] and dom["match_domains"]:
         parts.append(predicted + "属跨领域匹配（"
                      + "、".join(names.get(c, c) for c in dom["match_domains"][:2]) + "）")
+    if cases:
+        parts.append(case_phrase(direction, cases[0]))
     return "，".join(parts) + "。"
 
 
 def explain(model: RankingModel, hit: Hit, direction: str, query: Side, match: Side,
-            tokenizer: Any, names: dict[str, str]) -> dict[str, Any]:
+            tokenizer: Any, names: dict[str, str], cases: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     counted = bool(hit.signals.get("domain_known", 1.0))
     model = model.for_domain(counted)  # the model that scored this pair
     terms = shared_terms(query_terms(query, tokenizer), terms_of(match, tokenizer, MATCH_TERMS))
     pairs = evidence(query, match)
     dom = domain_match(query, match, counted)
     return {
-        "summary": summary(direction, hit.score, match, terms, pairs, dom, names),
+        "summary": summary(direction, hit.score, match, terms, pairs, dom, names, cases),
         "shared_terms": terms,
         "evidence": pairs,
         "domain_match": {**dom, "query_domain_names": [names.get(c, c) for c in dom["query_domains"]],
                          "match_domain_names": [names.get(c, c) for c in dom["match_domains"]]},
         "signals": signal_table(model, hit),
+        "cases": cases or [],
         "score_rule": "score = 1 / (1 + exp(-(bias + Σ signals[*].contribution)))",
         "bias": model.bias,
         "logit": round(hit.logit, 6),

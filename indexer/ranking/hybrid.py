@@ -7,6 +7,10 @@ Each candidate gets a few signals, every one of them in 0..1 or a cosine:
   domain   1 when the two sides share a client-given domain of the taxonomy, else 0; unknown
            when a side has no client-given domain (none sent: predicted or pending)
   rel      dense cosine minus the best dense cosine among this query's candidates
+and one piece of evidence, computed and shown for every candidate:
+  case     the best cosine of the query with a scenario the capability (or its organization)
+           delivered (indexer/retrieval/cases.py), 0 without one; it counts in the score only
+           where the weights give it a weight (docs/quality.md, "Case evidence")
 The score is a logistic model of those signals:
   logit = bias + Σ weight_i · signal_i,  score = 1 / (1 + e^-logit)
 fitted on graded labels (`scenematch tune`), so a score reads as the estimated
@@ -28,12 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from indexer.retrieval import cases
 from indexer.retrieval.engine import Snapshot
 from indexer.retrieval.segment import Filters, Segment
 from models import model_versions as mv
 
 WEIGHTS_FILE = Path(__file__).with_name("ranking_weights.json")
 SIGNALS = ("dense", "passage", "lexical", "domain", "rel")
+EVIDENCE = ("case",)  # computed and shown for every candidate; scored only where weighted
+SHOWN = SIGNALS + EVIDENCE
 DENSE_CANDIDATES = 100
 LEXICAL_CANDIDATES = 50
 
@@ -79,15 +86,19 @@ class RankingModel:
 
 
 class RankingModels:
-    """The weights to rank each encoder's index with: an adapted version's own, else the default.
+    """The weights to rank each encoder's index with: weights learned from outcomes for it (the
+    active version under DATA_DIR/ranking, indexer/adaptation/outcomes.py), else an adapted
+    version's own, else the default.
 
     An adaptation stores the weights it was judged with in its version's manifest ("ranking"),
     because the shipped weights were fitted to the base model's score scale. Versions are
-    immutable once committed, so each model name is looked up on disk once.
+    immutable once committed, so each model name is looked up on disk once; `reload()` forgets
+    them when a learned version is activated or rolled back.
     """
 
-    def __init__(self, default: RankingModel, models_root: Path | None = None):
-        self.default, self.root = default, models_root
+    def __init__(self, default: RankingModel, models_root: Path | None = None,
+                 ranking_root: Path | None = None):
+        self.default, self.root, self.ranking_root = default, models_root, ranking_root
         self._by_model: dict[str, RankingModel] = {}
 
     def for_model(self, model_name: str) -> RankingModel:
@@ -96,7 +107,15 @@ class RankingModels:
             found = self._by_model[model_name] = self._lookup(model_name)
         return found
 
+    def reload(self) -> None:
+        self._by_model = {}
+
     def _lookup(self, model_name: str) -> RankingModel:
+        if self.ranking_root is not None:
+            active = mv.active_version(self.ranking_root)
+            learned = mv.read_manifest(self.ranking_root / active) if active else None
+            if learned and learned.get("model") == model_name and learned.get("ranking"):
+                return RankingModel.from_dict(learned["ranking"])
         if self.root is not None:
             for manifest in mv.list_versions(self.root):
                 stored = manifest.get("ranking")
@@ -117,6 +136,8 @@ class Query:
     tokens: list[str]
     domains: list[str]
     exclude_id: str | None = None
+    # The capability that is the query (match by a capability's id): its cases count for the needs.
+    capability_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -237,8 +258,9 @@ def rank(snapshot: Snapshot, kind: str, query: Query, model: RankingModel, *,
     id_key = np.empty(len(ids), dtype=np.int64)
     id_key[by_id] = np.arange(len(ids))
     positions = np.arange(1, len(ids) + 1)
+    features["case"] = case_signal(snapshot, kind, query, parts, ids, include_restricted)
     ranks = {}
-    for name in SIGNALS:
+    for name in SHOWN:
         signal_rank = np.empty(len(ids), dtype=np.int64)
         signal_rank[np.lexsort((id_key, -features[name]))] = positions
         ranks[name] = signal_rank
@@ -252,8 +274,19 @@ def rank(snapshot: Snapshot, kind: str, query: Query, model: RankingModel, *,
     return [Hit(segments[i], row_list[i], ids[i], logit_list[i], score_list[i], table, i) for i in order]
 
 
+def case_signal(snapshot: Snapshot, kind: str, query: Query, parts: list[tuple[Segment, np.ndarray, Any]],
+                ids: list[str], include_restricted: bool) -> np.ndarray:
+    """The `case` evidence of every candidate (see the module docstring); 0 where it has no meaning."""
+    if kind == "capability":
+        return cases.capability_signal(snapshot, ids, query.vector, include_restricted)
+    if kind == "need" and query.capability_id:
+        vectors = np.vstack([seg.query_vectors[rows] for seg, rows, _ in parts])
+        return cases.need_signal(snapshot, query.capability_id, vectors, include_restricted)
+    return np.zeros(len(ids))
+
+
 def contributions(model: RankingModel, signals: dict[str, float]) -> dict[str, float]:
-    return {name: model.weights.get(name, 0.0) * signals[name] for name in SIGNALS}
+    return {name: model.weights.get(name, 0.0) * signals[name] for name in SHOWN}
 
 
 def logit_of(model: RankingModel, signals: dict[str, float]) -> float:

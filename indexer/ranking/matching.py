@@ -9,6 +9,7 @@ import numpy as np
 
 from indexer.ranking.explain import MATCH_TERMS, QUERY_TERMS, Side, explain
 from indexer.ranking.hybrid import Hit, Query, RankingModel, RankingModels, rank
+from indexer.retrieval import cases
 from indexer.retrieval.documents import key_text_of
 from indexer.retrieval.engine import SearchEngine, Snapshot
 from indexer.retrieval.segment import Filters, Segment
@@ -33,6 +34,11 @@ class MatchPage:
     target_kind: str
     ranking: RankingModel  # the weights the hits were scored with (the snapshot's model's)
     took_ms: float = 0.0
+    # For the cases a hit cites: the query's vector, the record that is the query (match by id),
+    # and whether the caller may see restricted records.
+    query_vector: np.ndarray | None = None
+    query_id: str | None = None
+    include_restricted: bool = False
 
 
 class Matcher:
@@ -40,7 +46,7 @@ class Matcher:
                  domain_names: dict[str, str]):
         """`model`: the weights for the base encoder (and any model version without its own)."""
         self.engine, self.model, self.tokenizer, self.names = engine, model, tokenizer, domain_names
-        self.rankings = RankingModels(model, mv.models_root(engine.data_dir))
+        self.rankings = RankingModels(model, mv.models_root(engine.data_dir), mv.ranking_root(engine.data_dir))
 
     def ranking(self, snap: Snapshot) -> RankingModel:
         return self.rankings.for_model(snap.model)
@@ -69,14 +75,15 @@ class Matcher:
                     domains_predicted=bool(seg.domain_predicted[row]),
                     key_terms=seg.key_terms_of(row, QUERY_TERMS))
         query = Query(vector=seg.query_vectors[row], tokens=seg.tokens[row], domains=seg.given_domains_of(row),
-                      exclude_id=record_id if OTHER[kind] == kind else None)
+                      exclude_id=record_id if OTHER[kind] == kind else None,
+                      capability_id=record_id if kind == "capability" else None)
         target = OTHER[kind]
         statuses = None if (target != "need" or include_closed) else OPEN_STATUSES
         ranking = self.ranking(snap)
         hits = rank(snap, target, query, ranking, filters=filters,
                     include_restricted=include_restricted, default_statuses=statuses)
         return MatchPage(hits[offset:offset + limit], len(hits), snap, side, DIRECTIONS[kind], target,
-                         ranking, (time.perf_counter() - t0) * 1000)
+                         ranking, (time.perf_counter() - t0) * 1000, query.vector, record_id, include_restricted)
 
     def search(self, text: str, target: str, *, filters: Filters | None, include_restricted: bool,
                limit: int, offset: int, include_closed: bool = False) -> MatchPage:
@@ -96,7 +103,7 @@ class Matcher:
         hits = rank(snap, target, query, ranking, filters=filters,
                     include_restricted=include_restricted, default_statuses=statuses)
         return MatchPage(hits[offset:offset + limit], len(hits), snap, side, "search", target,
-                         ranking, (time.perf_counter() - t0) * 1000)
+                         ranking, (time.perf_counter() - t0) * 1000, vector, None, include_restricted)
 
     # ---- explanations ---------------------------------------------------------------
     @staticmethod
@@ -119,7 +126,19 @@ class Matcher:
                           passages=seg.passages[a:b], passage_vectors=seg.passage_vectors[a:b], domains=domains,
                           domain_names=[self.names.get(c, c) for c in domains], key_terms=key_terms,
                           domains_predicted=bool(seg.domain_predicted[hit.row]))
-        return explain(page.ranking, hit, page.direction, query_side, match_side, self.tokenizer, self.names)
+        return explain(page.ranking, hit, page.direction, query_side, match_side, self.tokenizer, self.names,
+                       self.cases_for(page, hit))
+
+    @staticmethod
+    def cases_for(page: MatchPage, hit: Hit) -> list[dict[str, Any]]:
+        """Scenarios similar to the need side of the pair that its capability side delivered."""
+        if page.target_kind == "capability" and page.query_vector is not None:
+            capability, vector = hit.id, page.query_vector
+        elif page.direction == "capability_to_need" and page.query_id is not None:
+            capability, vector = page.query_id, hit.segment.query_vectors[hit.row]
+        else:
+            return []
+        return cases.cited(page.snapshot, capability, vector, page.include_restricted)
 
 
 def empty_vector(dim: int) -> np.ndarray:

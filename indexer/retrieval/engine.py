@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.retrieval import builder, classify
+from indexer.retrieval import builder, cases, classify
 from indexer.retrieval.documents import KINDS
 from indexer.retrieval.embedding import Encoder
 from indexer.retrieval.segment import Segment
@@ -258,8 +258,10 @@ class SearchEngine:
             for kind in KINDS:
                 delta[kind] = builder.segment_from(kind, embedded[kind], self.domain_codes,
                                                    reference=snap.base[kind])
-            self._snapshot = Snapshot(snap.version, snap.model, snap.manifest, snap.base, delta,
-                                      tombstones, self._seen_seq, encoder=snap.encoder)
+            fresh = Snapshot(snap.version, snap.model, snap.manifest, snap.base, delta,
+                             tombstones, self._seen_seq, encoder=snap.encoder)
+            cases.table_of(fresh)  # built here, not by the first request after the swap
+            self._snapshot = fresh
             n_touched = sum(len(v) for v in self._touched.values())
         if n_touched >= FOLD_AT and not self.rebuilding:
             self.fold()
@@ -277,9 +279,11 @@ class SearchEngine:
                                          self.domain_codes, reference=segments[k]) for k in KINDS}
         watermark = int(manifest.get("watermark", 0))
         self._seen_seq = max(self._seen_seq, watermark)
-        self._snapshot = Snapshot(version, manifest.get("model", self.encoder.name), manifest,
-                                  segments, empty, {k: np.zeros(0, np.int64) for k in KINDS},
-                                  watermark, encoder=self.encoder)
+        snap = Snapshot(version, manifest.get("model", self.encoder.name), manifest,
+                        segments, empty, {k: np.zeros(0, np.int64) for k in KINDS},
+                        watermark, encoder=self.encoder)
+        cases.table_of(snap)  # the case library is ready before the first request on this snapshot
+        self._snapshot = snap
         # A base segment (~100k token lists at 100k records) lives until the next full build,
         # like the libraries loaded before it; a full collection traversed them all (0.4-0.7 s
         # pauses at 100k). Collect the build's garbage once, then leave the survivors out.
