@@ -68,7 +68,7 @@ def test_xlsx_summary_first_then_a_sheet_per_domain(demo_client):
 
     book = openpyxl.load_workbook(io.BytesIO(file.content))
     names = [default_taxonomy().name(d) for d in domains]
-    assert book.sheetnames == ["汇总", *names]
+    assert book.sheetnames == ["汇总", *names, "案例"]  # the cases the matches cite come last
     for domain, name in zip(domains, names):
         sheet = book[name]
         rows = list(sheet.iter_rows(values_only=True))
@@ -274,7 +274,7 @@ def test_cli_report_on_the_same_data_dir(demo_client, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["report", "--domain", "smart_water", "--per-need", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     book = openpyxl.load_workbook(out)
-    assert book.sheetnames == ["汇总", "智慧水利"]
+    assert book.sheetnames == ["汇总", "智慧水利", "案例"]
     assert book["智慧水利"].max_row - 1 == 2 * len(open_needs(demo_client, "smart_water"))
     bad = CliRunner().invoke(app, ["report", "--domain", "atlantis"])
     assert bad.exit_code == 2 and "atlantis" in bad.output

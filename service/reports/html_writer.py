@@ -12,6 +12,7 @@ from typing import Any
 
 from service.reports import charts
 from service.reports.model import (
+    CASE_HEADERS,
     ORG_TYPE_NAMES,
     SCORE_BUCKETS,
     STATUS_NAMES,
@@ -163,6 +164,18 @@ class HtmlReport:
             f"<tbody>{region_rows}</tbody></table>"
             f'<nav class="toc">领域：{toc}</nav>\n')
 
+    @staticmethod
+    def _cases(stats: ReportStats) -> str:
+        """The cited cases (已落地的类似场景) with their evaluation and outcome."""
+        if not stats.case_rows:
+            return '<section class="cases"><h2>落地案例</h2><p class="sub">本报告的匹配未引用已落地的类似场景。</p></section>\n'
+        keep = (1, 3, 5, 6, 7, 8, 14, 15, 16)  # need, capability, scenario, year, stage, similarity, overall, outcome
+        head = "".join(f"<th>{text(CASE_HEADERS[i])}</th>" for i in keep)
+        rows = "".join("<tr>" + "".join(f"<td>{text(row[i])}</td>" for i in keep) + "</tr>" for row in stats.case_rows)
+        more = (f'<p class="sub">另有 {stats.cases_left_out} 条案例引用未列出。</p>' if stats.cases_left_out else "")
+        return (f'<section class="cases"><h2>落地案例（{len(stats.case_rows)} 条引用）</h2>'
+                f'<table class="stats"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{more}</section>\n')
+
     def close(self, stats: ReportStats) -> None:
         self._end_domain()
         self.body.close()
@@ -171,6 +184,7 @@ class HtmlReport:
                 out.write(self._head(stats))
                 with self.body_path.open(encoding="utf-8") as body:
                     shutil.copyfileobj(body, out, 1 << 20)
+                out.write(self._cases(stats))
                 out.write("<footer class=\"sub\">由 scenematch 场景供需匹配服务生成。匹配度为估计的相关概率，"
                           "仅供对接参考。</footer></body></html>\n")
         finally:

@@ -43,6 +43,9 @@ class ReportPlan:
 
     request: ReportRequest
     selection: Selection
+    title: str | None = None  # a report of the publication cycle names its period (cycle.Period.title)
+    prefix: str = "场景匹配报告"  # of the download's file name
+    weights: dict[str, float] | None = None  # of the cited scenarios' overall evaluation (None: equal)
 
     @property
     def label(self) -> str | None:
@@ -65,12 +68,12 @@ def generate_report(sessions: sessionmaker[Session], matcher: Matcher, taxonomy:
     snapshot = matcher.snapshot()
     generated_at = beijing_now()
     meta = ReportMeta(
-        title=TITLE + (f"（{plan.label}）" if plan.label else ""), generated_at=generated_at,
+        title=plan.title or TITLE + (f"（{plan.label}）" if plan.label else ""), generated_at=generated_at,
         index_version=snapshot.version, model=snapshot.model, per_need=request.per_need,
         min_score=request.min_score, include_restricted=request.include_restricted,
         selection=selection.description, needs=len(selection.need_ids), domains=selection.domains,
         unknown_need_ids=selection.unknown_ids)
-    source = ResultSource(sessions, matcher, taxonomy, per_need=request.per_need,
+    source = ResultSource(sessions, matcher, taxonomy, weights=plan.weights, per_need=request.per_need,
                           min_score=request.min_score, include_restricted=request.include_restricted)
     stats = ReportStats()
     total = max(1, len(selection.need_ids))
@@ -91,7 +94,7 @@ def generate_report(sessions: sessionmaker[Session], matcher: Matcher, taxonomy:
         raise
     os.replace(part, out_path)
     seconds = time.perf_counter() - started
-    name, ascii_name = storage.download_names(generated_at, request.format, plan.label)
+    name, ascii_name = storage.download_names(generated_at, request.format, plan.label, plan.prefix)
     return {
         "file": out_path.name, "format": request.format, "file_name": name, "file_name_ascii": ascii_name,
         "needs": stats.needs, "rows": stats.rows, "matches": stats.matches,

@@ -16,6 +16,8 @@ STATUS_NAMES = {"open": "征集中", "matching": "对接中", "closed": "已关�
 ORG_TYPE_NAMES = {"enterprise": "企业", "university": "高校", "institute": "科研院所",
                   "service": "服务机构", "other": "其他"}
 SCORE_BUCKETS = 10  # 0.0–0.1 … 0.9–1.0
+MAX_CASE_ROWS = 50_000  # the cases sheet of a very large report keeps its first rows (and says so)
+STAGE_NAMES = {"building": "建设", "testing": "测试", "promoting": "推广", "retired": "退出"}
 
 
 @dataclass
@@ -99,8 +101,12 @@ class ReportStats:
     needs: int = 0
     rows: int = 0
     matches: int = 0
+    # The cited cases, one row per (match, case): the cases sheet and section (CASE_HEADERS).
+    case_rows: list[list[Any]] = field(default_factory=list)
+    cases_left_out: int = 0
 
     def add(self, result: NeedResult) -> None:
+        self._add_cases(result)
         region = result.need.get("region") or "未注明"
         groups = (self.by_domain.setdefault(result.domain, GroupStats()),
                   self.by_region.setdefault(region, GroupStats()))
@@ -117,6 +123,21 @@ class ReportStats:
         for match in result.matches:
             self.buckets[min(SCORE_BUCKETS - 1, int(match.score * SCORE_BUCKETS))] += 1
             self.strengths[strength(match.score)] += 1
+
+    def _add_cases(self, result: NeedResult) -> None:
+        for m in result.matches:
+            for case in m.explanation.get("cases", []):
+                if len(self.case_rows) >= MAX_CASE_ROWS:
+                    self.cases_left_out += 1
+                    continue
+                evaluation, outcome = case.get("evaluation") or {}, case.get("outcome") or {}
+                first = outcome.get("first_purchase")
+                self.case_rows.append([
+                    result.need["id"], result.need["title"], m.capability["id"], m.capability["title"], case["id"],
+                    case["title"], case.get("year"), STAGE_NAMES.get(case.get("stage") or "", case.get("stage")),
+                    case["similarity"], "本单位" if case.get("via") == "self" else "同一单位其他能力",
+                    *[evaluation.get(k) for k in CASE_EVALUATION_KEYS], outcome.get("contract_wan"),
+                    "是" if first else ("否" if first is not None else None), outcome.get("signed_at")])
 
     @staticmethod
     def bucket_label(i: int) -> str:
@@ -154,6 +175,11 @@ CONTACT_COLUMNS: tuple[Column, ...] = (
     Column("capability_contact", "能力方联系方式", 22, True),
 )
 DOMAIN_COLUMN = Column("domain_name", "所属领域", 14)
+CASE_EVALUATION_KEYS = ("tech_advancement", "economic_benefit", "social_benefit", "promotion_value", "overall")
+CASE_HEADERS = ("需求编号", "需求名称", "能力编号", "能力名称", "场景编号", "场景名称", "年份", "阶段", "相似度",
+                "落地单位", "技术先进性", "经济效益", "社会效益", "推广价值", "综合评价", "合同金额（万元）", "首购首用",
+                "签约日期")
+CASE_WIDTHS = (18, 30, 18, 30, 20, 30, 6, 6, 8, 14, 10, 10, 10, 10, 10, 14, 8, 12)
 
 
 def columns(with_contacts: bool, with_domain: bool = False) -> tuple[Column, ...]:

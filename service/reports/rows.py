@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer.ranking.matching import MatchPage, Matcher, NotFound
 from models import repository
 from models.database import session_scope
+from models.repository import EVALUATION_FIELDS
 from models.taxonomy import Taxonomy
 from service.reports.model import MatchRow, NeedResult
+from service.scenarios import evaluation_of
 
 BATCH = 100
 NOT_INDEXED = "该需求尚未进入检索索引（刚刚录入或修改），请稍后重新生成报告。"
@@ -67,8 +69,10 @@ class ResultSource:
     """Iterates NeedResults for need ids; counts what could not be reported."""
 
     def __init__(self, sessions: sessionmaker[Session], matcher: Matcher, taxonomy: Taxonomy, *,
-                 per_need: int, min_score: float | None, include_restricted: bool):
+                 per_need: int, min_score: float | None, include_restricted: bool,
+                 weights: dict[str, float] | None = None):
         self.sessions, self.matcher, self.taxonomy = sessions, matcher, taxonomy
+        self.weights = weights or dict.fromkeys(EVALUATION_FIELDS, 0.25)
         self.per_need, self.min_score, self.include_restricted = per_need, min_score, include_restricted
         self.vanished: list[str] = []  # deleted or made restricted after they were selected
         self.not_indexed: list[str] = []
@@ -97,11 +101,21 @@ class ResultSource:
                     pages[need_id] = None
             wanted = {h.id for page in pages.values() if page for h in page.hits}
             caps = repository.get_many(session, "capability", sorted(wanted))
+            results = [(need_id, self._result(needs[need_id], pages[need_id], caps))
+                       for need_id in need_ids if need_id in pages]
+            self._evaluate_cases(session, [r for _, r in results])
         for need_id in need_ids:
             if need_id not in pages:
                 self.vanished.append(need_id)
-                continue
-            yield self._result(needs[need_id], pages[need_id], caps)
+        yield from (r for _, r in results)
+
+    def _evaluate_cases(self, session: Any, results: list[NeedResult]) -> None:
+        """The cited scenarios' evaluation (the report's evaluation columns), read once per batch."""
+        cited = [c for r in results for m in r.matches for c in m.explanation.get("cases", [])]
+        rows = repository.get_many(session, "scenario", sorted({c["id"] for c in cited}))
+        for case in cited:
+            row = rows.get(case["id"])
+            case["evaluation"] = evaluation_of(row, self.weights) if row is not None else None
 
     def _result(self, need: Any, page: MatchPage | None, caps: dict[str, Any]) -> NeedResult:
         with_contacts = self.include_restricted

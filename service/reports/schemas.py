@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -10,6 +11,11 @@ from service.schemas import NeedStatus, RecordId, RegionText, StrictModel, _chec
 
 ReportFormat = Literal["xlsx", "csv", "jsonl", "html"]
 FORMATS: tuple[str, ...] = ("xlsx", "csv", "jsonl", "html")
+# The policy's publication cycle (月度发布、季度推介、年度评选) besides the plain match report.
+ReportKind = Literal["matches", "monthly", "quarterly", "annual"]
+PERIOD_PATTERNS = {"monthly": r"^\d{4}-(0[1-9]|1[0-2])$", "quarterly": r"^\d{4}-Q[1-4]$", "annual": r"^\d{4}$"}
+PERIOD_EXAMPLES = {"monthly": "2026-03", "quarterly": "2026-Q1", "annual": "2026"}
+CYCLE_FORMATS = ("xlsx", "html")  # quarterly and annual reports are tables of their own
 MAX_NEED_IDS = 10_000
 # One report covers at most this many needs; bigger batches should be split by domain or month.
 MAX_REPORT_NEEDS = 20_000
@@ -39,7 +45,15 @@ class ReportFilters(StrictModel):
 
 
 class ReportRequest(StrictModel):
-    """Body of POST /v1/reports: exactly one of `need_ids` and `filters`."""
+    """Body of POST /v1/reports. `kind` matches (the default): exactly one of `need_ids` and `filters`.
+    monthly (月度发布): the needs published in `period` (YYYY-MM) with their matches; `filters` may narrow
+    them by domain, region and status. quarterly (季度推介): the strongest capabilities per domain for the
+    needs of `period` (YYYY-Qn), with their cases. annual (年度评选): the scenarios of `period` (YYYY)
+    ranked by their evaluation, with outcomes and 首购首用. Quarterly and annual: xlsx or html."""
+
+    kind: ReportKind = Field("matches", description="matches | monthly | quarterly | annual")
+    period: str | None = Field(None, max_length=7, description="monthly 2026-03, quarterly 2026-Q1, annual 2026")
+    per_domain: int = Field(5, ge=1, le=50, description="Quarterly: capabilities shown per domain")
 
     need_ids: list[RecordId] | None = Field(
         None, min_length=1, max_length=MAX_NEED_IDS,
@@ -53,14 +67,39 @@ class ReportRequest(StrictModel):
 
     @model_validator(mode="after")
     def _one_selection(self) -> "ReportRequest":
-        if (self.need_ids is None) == (self.filters is None):
+        if self.kind == "matches" and (self.need_ids is None) == (self.filters is None):
             raise ValueError("give exactly one of need_ids and filters")
         return self
+
+
+def request_problems(request: ReportRequest) -> list[dict[str, str]]:
+    """What the request's kind does not allow, field by field (validation the model cannot place on
+    a field: it depends on `kind`). Empty when the request is consistent."""
+    problems = []
+
+    def problem(field: str, reason: str) -> None:
+        problems.append({"field": field, "reason": reason, "type": "value_error"})
+
+    if request.kind == "matches":
+        if request.period is not None:
+            problem("period", "applies to monthly, quarterly and annual reports (kind)")
+        return problems
+    if request.period is None or not re.match(PERIOD_PATTERNS[request.kind], request.period):
+        problem("period", f"a {request.kind} report needs a period like {PERIOD_EXAMPLES[request.kind]}")
+    if request.need_ids is not None:
+        problem("need_ids", f"a {request.kind} report selects its needs by period")
+    if request.filters is not None and (request.filters.since or request.filters.until):
+        problem("filters", "since and until come from period")
+    if request.kind != "monthly" and request.format not in CYCLE_FORMATS:
+        problem("format", f"a {request.kind} report is written as xlsx or html")
+    return problems
 
 
 class ReportAccepted(BaseModel):
     job_id: str
     status: str
+    kind: ReportKind = "matches"
+    period: str | None = None
     format: ReportFormat
     needs: int = Field(description="Needs selected for the report")
     unknown_need_ids: list[str] = Field(description="Requested ids that are unknown or not visible to the caller")
@@ -75,7 +114,10 @@ class ReportStatus(BaseModel):
     message: str | None = Field(None, description="What the job is doing (Chinese)")
     error: str | None = None
     format: str
+    kind: ReportKind = "matches"
+    period: str | None = None
     needs: int | None = None
+    scenarios: int | None = Field(None, description="Annual reports: scenarios ranked")
     rows: int | None = Field(None, description="Rows written (one per need × match)")
     matches: int | None = None
     unknown_need_ids: list[str] = Field(default_factory=list)

@@ -60,12 +60,13 @@ def cleanup(data_dir: Path, retention_days: int, now: float | None = None) -> in
     return removed
 
 
-def download_names(generated_at: dt.datetime, fmt: str, label: str | None = None) -> tuple[str, str]:
+def download_names(generated_at: dt.datetime, fmt: str, label: str | None = None,
+                   prefix: str = "场景匹配报告") -> tuple[str, str]:
     """(Chinese name, ASCII fallback) for the download, e.g. 场景匹配报告-智慧水利-20260105-0930.xlsx."""
     stamp = generated_at.strftime("%Y%m%d-%H%M")
     middle = f"-{label}" if label else ""
     safe_middle = re.sub(r'[\\/:*?"<>|\s]+', "_", middle)
-    return f"场景匹配报告{safe_middle}-{stamp}.{fmt}", f"scenematch-report-{stamp}.{fmt}"
+    return f"{prefix}{safe_middle}-{stamp}.{fmt}", f"scenematch-report-{stamp}.{fmt}"
 
 
 def content_disposition(name: str, fallback: str) -> str:

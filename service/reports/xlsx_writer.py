@@ -19,6 +19,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from service.reports.model import (
+    CASE_HEADERS,
+    CASE_WIDTHS,
     SCORE_BUCKETS,
     NeedResult,
     ReportMeta,
@@ -168,8 +170,29 @@ class XlsxReport:
             chart.width, chart.height = 18, 8
             ws.add_chart(chart, "H2")
 
+    def _cases(self, stats: ReportStats) -> None:
+        """案例: every case the matches cite, with the scenario's evaluation and outcome."""
+        sheet = self.book.create_sheet(sheet_title("案例", self.taken))
+        sheet.freeze_panes = "A2"
+        for i, width in enumerate(CASE_WIDTHS, start=1):
+            sheet.column_dimensions[get_column_letter(i)].width = width
+        header = []
+        for name in CASE_HEADERS:
+            cell = WriteOnlyCell(sheet, value=name)
+            cell.font, cell.fill, cell.alignment = HEADER_FONT, HEADER_FILL, WRAP
+            header.append(cell)
+        sheet.append(header)
+        for row in stats.case_rows:
+            sheet.append([self._cell(sheet, v) for v in row])
+        if not stats.case_rows:
+            sheet.append(["本报告的匹配未引用已落地的类似场景。"])
+        if stats.cases_left_out:
+            sheet.append([f"另有 {stats.cases_left_out} 条案例引用未列出（超过 {len(stats.case_rows)} 行）。"])
+        sheet.auto_filter.ref = f"A1:{get_column_letter(len(CASE_HEADERS))}{len(stats.case_rows) + 1}"
+
     def close(self, stats: ReportStats) -> None:
         self._close_sheet()
+        self._cases(stats)
         self._summary(stats)
         self.book.save(self.path)
 

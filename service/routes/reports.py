@@ -8,8 +8,10 @@ from models.database import session_scope
 from service.deps import AdminViewDep, StateDep, require_writer
 from service.errors import ApiError
 from service.reports import storage
+from service.reports import cycle
+from service.reports.cycle_job import cycle_job, monthly_plan
 from service.reports.job import ReportPlan, report_job
-from service.reports.schemas import ReportAccepted, ReportRequest, ReportStatus
+from service.reports.schemas import ReportAccepted, ReportRequest, ReportStatus, request_problems
 from service.reports.selection import EmptySelection, SelectionTooLarge, select_needs
 from service.routes.matching import get_matcher
 from service.state import AppState
@@ -38,6 +40,9 @@ def _active_reports(state: AppState) -> int:
                         503: {"description": "Index not loaded yet"}})
 def create_report(body: ReportRequest, response: Response, state: StateDep,
                   admin: AdminViewDep) -> dict[str, Any]:
+    problems = request_problems(body)
+    if problems:
+        raise ApiError(422, "validation_error", "invalid input: " + ", ".join(p["field"] for p in problems), problems)
     if body.include_restricted and not admin:
         raise ApiError(403, "forbidden", "include_restricted needs the admin token",
                        [{"field": "include_restricted", "reason": "admin token required"}])
@@ -46,11 +51,18 @@ def create_report(body: ReportRequest, response: Response, state: StateDep,
     if _active_reports(state) >= MAX_ACTIVE_REPORTS:
         raise ApiError(429, "too_many_reports",
                        f"{MAX_ACTIVE_REPORTS} reports are already being generated; retry when one is done")
-    field = "need_ids" if body.need_ids is not None else "filters"
+    if body.kind in ("quarterly", "annual"):
+        return _submit_cycle(state, body, response, matcher)
+    field = {"matches": "need_ids" if body.need_ids is not None else "filters", "monthly": "period"}[body.kind]
     with session_scope(state.sessions) as session:
         try:
-            selection = select_needs(session, state.taxonomy, body.need_ids, body.filters,
-                                     body.include_restricted)
+            if body.kind == "monthly":
+                plan = monthly_plan(session, state.taxonomy, body)
+            else:
+                plan = ReportPlan(body, select_needs(session, state.taxonomy, body.need_ids, body.filters,
+                                                     body.include_restricted))
+            selection = plan.selection
+            plan.weights = state.settings.evaluation_weights
         except EmptySelection as exc:
             raise ApiError(422, "empty_selection", f"the report selects no need: check {field}",
                            [{"field": field, "reason": "no known need visible to the caller matches",
@@ -62,12 +74,32 @@ def create_report(body: ReportRequest, response: Response, state: StateDep,
     params = {**body.model_dump(mode="json"), "needs": len(selection.need_ids),
               "unknown_need_ids": selection.unknown_ids}
     job_id = state.jobs.submit("report", params, report_job(
-        state.sessions, matcher, state.taxonomy, ReportPlan(body, selection), state.settings.data_dir,
+        state.sessions, matcher, state.taxonomy, plan, state.settings.data_dir,
         state.settings.report_retention_days))
+    return _accepted(response, job_id, body, len(selection.need_ids), selection.unknown_ids)
+
+
+def _accepted(response: Response, job_id: str, body: ReportRequest, needs: int,
+              unknown: list[str]) -> dict[str, Any]:
     response.headers["Location"] = f"/v1/reports/{job_id}"
-    return {"job_id": job_id, "status": "queued", "format": body.format, "needs": len(selection.need_ids),
-            "unknown_need_ids": selection.unknown_ids, "status_url": f"/v1/reports/{job_id}",
+    return {"job_id": job_id, "status": "queued", "kind": body.kind, "period": body.period, "format": body.format,
+            "needs": needs, "unknown_need_ids": unknown, "status_url": f"/v1/reports/{job_id}",
             "file_url": f"/v1/reports/{job_id}/file"}
+
+
+def _submit_cycle(state: AppState, body: ReportRequest, response: Response, matcher: Any) -> dict[str, Any]:
+    """A quarterly or annual report: its period selects the needs (quarterly) or scenarios (annual)."""
+    needs = 0
+    if body.kind == "quarterly":
+        period = cycle.parse_period(body.kind, body.period or "")
+        domains = list(body.filters.domain) if body.filters else []
+        with session_scope(state.sessions) as session:
+            needs = len(cycle.quarter_need_ids(session, period, domains, body.include_restricted))
+    params = {**body.model_dump(mode="json"), "needs": needs, "unknown_need_ids": []}
+    job_id = state.jobs.submit("report", params, cycle_job(
+        state.sessions, matcher, state.taxonomy, body, state.settings.data_dir,
+        state.settings.report_retention_days, state.settings.evaluation_weights))
+    return _accepted(response, job_id, body, needs, [])
 
 
 def _load(state: AppState, job_id: str, admin: bool) -> dict[str, Any]:
@@ -85,6 +117,7 @@ def _status(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "job_id": job["job_id"], "status": job["status"], "progress": job["progress"],
         "message": result.get("message"), "error": job["error"], "format": params.get("format", ""),
+        "kind": params.get("kind", "matches"), "period": params.get("period"), "scenarios": result.get("scenarios"),
         "needs": result.get("needs", params.get("needs")), "rows": result.get("rows"),
         "matches": result.get("matches"),
         "unknown_need_ids": result.get("unknown_need_ids", params.get("unknown_need_ids", [])),
