@@ -112,3 +112,25 @@ def test_bad_cycle_requests_name_the_field(demo_client, body: dict[str, Any], fi
     response = demo_client.post("/v1/reports", json=body, headers=CLIENT_H)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["field"] == field
+
+
+def test_cli_writes_the_cycle_reports(demo_client, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    settings = demo_client.app.state.scenematch.settings
+    monkeypatch.setenv("SCENEMATCH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SCENEMATCH_CACHE_DIR", str(settings.cache_dir))
+    monkeypatch.delenv("SCENEMATCH_DATABASE_URL", raising=False)
+    out = tmp_path / "年度.xlsx"
+    result = CliRunner().invoke(app, ["report", "--kind", "annual", "--period", "2023", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert openpyxl.load_workbook(out).sheetnames == ["汇总", "场景排名", "案例"]
+    monthly = tmp_path / "月度.html"
+    result = CliRunner().invoke(app, ["report", "--kind", "monthly", "--period", demo_period(demo_client, "monthly"),
+                                      "--domain", "forestry", "--per-need", "2", "--out", str(monthly)])
+    assert result.exit_code == 0, result.output
+    assert "场景需求月度发布报告" in monthly.read_text(encoding="utf-8")
+    bad = CliRunner().invoke(app, ["report", "--kind", "annual", "--period", "2023", "--format", "csv"])
+    assert bad.exit_code == 2 and "format" in bad.output

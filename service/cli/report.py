@@ -20,12 +20,17 @@ def report_command(
     fmt: str | None = typer.Option(None, "--format", help="xlsx | csv | jsonl | html (default: from --out, else xlsx)"),
     out: Path | None = typer.Option(None, help="Output file (default: ./场景匹配报告-<time>.<format>)"),
     include_restricted: bool = typer.Option(False, help="Include restricted records and contacts"),
+    kind: str = typer.Option("matches", help="matches | monthly (月度发布) | quarterly (季度推介) | annual (年度评选)"),
+    period: str | None = typer.Option(None, help="monthly 2026-03, quarterly 2026-Q1, annual 2026"),
+    per_domain: int = typer.Option(5, help="Quarterly: capabilities per domain (1–50)"),
 ) -> None:
-    """Batch match report (场景匹配报告) for selected needs, written to a file, with a progress bar."""
+    """Batch match report (场景匹配报告) for selected needs, or a report of the publication cycle
+    (--kind monthly|quarterly|annual --period …), written to a file, with a progress bar."""
     from service.reports.command import run_report_command, split_values
 
     configure_logging("WARNING")
     run_report_command({
         "need_ids": need_ids, "domain": split_values(domain), "region": split_values(region),
         "status": split_values(status), "since": since, "until": until, "per_need": per_need,
-        "min_score": min_score, "format": fmt, "out": out, "include_restricted": include_restricted})
+        "min_score": min_score, "format": fmt, "out": out, "include_restricted": include_restricted,
+        "kind": kind, "period": period, "per_domain": per_domain})

@@ -27,8 +27,9 @@ from models.taxonomy import default_taxonomy
 from service.errors import describe_validation_errors
 from service.jobs import JobRunner
 from service.reports import storage
+from service.reports.cycle_job import PREFIXES, generate_cycle_report, monthly_plan
 from service.reports.job import ReportPlan, beijing_now, generate_report
-from service.reports.schemas import FORMATS, ReportRequest
+from service.reports.schemas import FORMATS, ReportRequest, request_problems
 from service.reports.selection import EmptySelection, SelectionTooLarge, select_needs
 from service.settings import Settings
 from service.state import AppState
@@ -85,6 +86,12 @@ def build_request(options: dict[str, Any]) -> ReportRequest:
     filter_values.update({k: options[k] for k in ("since", "until") if options[k]})
     body: dict[str, Any] = {"per_need": options["per_need"], "format": options["format"],
                             "include_restricted": options["include_restricted"]}
+    kind = options.get("kind") or "matches"
+    if kind != "matches":
+        body.update(kind=kind, period=options.get("period"), per_domain=options.get("per_domain", 5))
+        if filter_values:
+            body["filters"] = filter_values
+        return ReportRequest.model_validate(body)
     if options["min_score"] is not None:
         body["min_score"] = options["min_score"]
     if need_ids is not None:
@@ -106,13 +113,33 @@ def resolve_format(fmt: str | None, out: Path | None) -> str:
     return fmt
 
 
+def _generate_cycle(console: Console, ctx: ReportContext, request: ReportRequest,
+                    out: Path | None) -> tuple[Path, dict[str, Any]]:
+    """A quarterly or annual report (their own tables, no per-need progress)."""
+    state = ctx.state
+    out = out or Path.cwd() / storage.download_names(beijing_now(), request.format, request.period,
+                                                     PREFIXES[request.kind])[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with console.status("生成报告…"):
+        result = generate_cycle_report(state.sessions, ctx.matcher, state.taxonomy, request, out,
+                                       state.settings.evaluation_weights)
+    return out, result
+
+
 def _generate(console: Console, ctx: ReportContext, request: ReportRequest,
               out: Path | None) -> tuple[Path, dict[str, Any]]:
     state = ctx.state
+    if request.kind in ("quarterly", "annual"):
+        return _generate_cycle(console, ctx, request, out)
     with session_scope(state.sessions) as session:
         try:
-            selection = select_needs(session, state.taxonomy, request.need_ids, request.filters,
-                                     request.include_restricted)
+            if request.kind == "monthly":
+                plan = monthly_plan(session, state.taxonomy, request)
+            else:
+                plan = ReportPlan(request, select_needs(session, state.taxonomy, request.need_ids, request.filters,
+                                                        request.include_restricted))
+            plan.weights = state.settings.evaluation_weights
+            selection = plan.selection
         except EmptySelection as exc:
             console.print("[red]没有符合条件的需求，未生成报告。[/red]")
             if exc.unknown_ids:
@@ -124,8 +151,7 @@ def _generate(console: Console, ctx: ReportContext, request: ReportRequest,
     if selection.unknown_ids:
         console.print(f"[yellow]未找到 {len(selection.unknown_ids)} 个需求编号：[/yellow]"
                       + "、".join(selection.unknown_ids[:50]))
-    plan = ReportPlan(request, selection)
-    out = out or Path.cwd() / storage.download_names(beijing_now(), request.format, plan.label)[0]
+    out = out or Path.cwd() / storage.download_names(beijing_now(), request.format, plan.label, plan.prefix)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     total = len(selection.need_ids)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -145,14 +171,20 @@ def run_report_command(options: dict[str, Any]) -> None:
     options["format"] = resolve_format(options["format"], options["out"])
     try:
         request = build_request(options)
+        problems = request_problems(request)
     except ValidationError as exc:
-        for problem in describe_validation_errors(list(exc.errors())):
+        problems = describe_validation_errors(list(exc.errors()))
+    if problems:
+        for problem in problems:
             console.print(f"[red]参数错误[/red] {problem['field']}: {problem['reason']}")
         raise typer.Exit(2) from None
     with contextlib.ExitStack() as stack:
         with console.status("加载语义模型与索引…"):
             ctx = stack.enter_context(open_for_reports(Settings()))
         out, result = _generate(console, ctx, request, options["out"])
+    if request.kind in ("quarterly", "annual"):
+        console.print(f"[green]已生成[/green] {out}：{result['rows']} 行，用时 {result['seconds']:.1f} 秒")
+        return
     console.print(f"[green]已生成[/green] {out}：{result['needs']} 个需求，{result['rows']} 行，"
                   f"{result['matches']} 条匹配，用时 {result['seconds']:.1f} 秒"
                   f"（每个需求 {result['ms_per_need']:.0f} 毫秒）")

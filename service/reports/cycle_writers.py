@@ -26,6 +26,16 @@ OUTCOME_HEADERS = ["合同金额（万元）", "首购首用", "签约日期", "
 CASE_HEADERS = ["场景编号", "场景名称", "年份", "阶段", *EVALUATION_HEADERS, *OUTCOME_HEADERS]
 
 
+def short(title: str, n: int = 9) -> str:
+    """A chart label: the bars leave room for about nine characters."""
+    return title if len(title) <= n else title[: n - 1] + "…"
+
+
+def shown(value: Any) -> Any:
+    """Numbers as people write them in a table: 98 rather than 98.0."""
+    return f"{value:g}" if isinstance(value, float) else value
+
+
 def yes(value: Any) -> str:
     return "是" if value else ("否" if value is not None else "")
 
@@ -109,7 +119,7 @@ def write_annual_xlsx(path: Path, data: AnnualData, pairs: list[tuple[str, Any]]
     _summary(book, data.period.title, pairs + stats["pairs"], [("按领域统计", by_domain), ("按阶段统计", by_stage)])
     rows = [[r["rank"], r["id"], r["title"], "、".join(r["domain_names"]), r["region"], r["lead_org"], r["stage"],
              *evaluation_cells(r["evaluation"]), r["contract_wan"], yes(r["first_purchase"]), r["signed_at"],
-             yes(r["benchmark_case"]), "、".join(c["organization"] or c["title"] for c in r["capabilities"])]
+             yes(r["benchmark_case"]), delivered_by(r)]
             for r in data.rows]
     _table(book, "场景排名", ["名次", "场景编号", "场景名称", "所属领域", "地区", "场景方", "阶段", *EVALUATION_HEADERS,
                            *OUTCOME_HEADERS, "承担单位"], rows,
@@ -119,6 +129,12 @@ def write_annual_xlsx(path: Path, data: AnnualData, pairs: list[tuple[str, Any]]
     _table(book, "案例", ["场景编号", "场景名称", "综合评价", "能力编号", "能力名称", "所属机构", "合同金额（万元）", "首购首用"],
            case_rows, [22, 34, 10, 22, 34, 26, 14, 8])
     book.save(path)
+
+
+def delivered_by(row: dict[str, Any]) -> str:
+    """The delivering organizations; a capability id not stored here is shown as its id."""
+    stored = {c["id"]: c["organization"] or c["title"] for c in row["capabilities"]}
+    return "、".join(dict.fromkeys(stored.get(c, c) for c in row["capability_ids"])) or "—"
 
 
 def annual_stats(data: AnnualData) -> dict[str, Any]:
@@ -157,7 +173,7 @@ def _page(title: str, pairs: list[tuple[str, Any]], body: str) -> str:
 
 def _html_table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
     head = "".join(f"<th>{text(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{text(v)}</td>'
+    body = "".join("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{text(shown(v))}</td>'
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
     return f'<table class="stats"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -165,7 +181,7 @@ def _html_table(headers: list[str], rows: list[list[Any]], numeric: set[int] = f
 def write_quarterly_html(path: Path, data: QuarterlyData, pairs: list[tuple[str, Any]]) -> None:
     top = sorted({id(s): s for v in data.by_domain.values() for s in v}.values(), key=lambda s: s.key())[:15]
     bars = charts.horizontal_bars("chart-strong", "较强匹配数最多的能力",
-                                  [(s.capability["title"][:14], s.strong) for s in top])
+                                  [(short(s.capability["title"]), s.strong) for s in top])
     domains = charts.horizontal_bars("chart-domains", "各领域推介能力的较强匹配合计",
                                      [(data_name(c, v), sum(s.strong for s in v)) for c, v in data.by_domain.items()])
     sections = []
@@ -186,12 +202,12 @@ def write_annual_html(path: Path, data: AnnualData, pairs: list[tuple[str, Any]]
     stats = annual_stats(data)
     ranked = [r for r in data.rows if r["overall"] is not None][:15]
     bars = charts.horizontal_bars("chart-overall", "综合评价前十五的场景",
-                                  [(r["title"][:14], r["overall"]) for r in ranked], unit="分")
+                                  [(short(r["title"]), r["overall"]) for r in ranked], unit="分")
     radar = charts_eval.radar("chart-radar", "已评价场景的平均得分", stats["mean"])
     stages = charts.horizontal_bars("chart-stages", "各阶段场景数", list(stats["by_stage"]), unit="个")
     rows = [[r["rank"], r["title"], "、".join(r["domain_names"]), r["lead_org"], r["stage"],
              *evaluation_cells(r["evaluation"]), r["contract_wan"], yes(r["first_purchase"]), yes(r["benchmark_case"]),
-             "、".join(c["organization"] or c["title"] for c in r["capabilities"]) or "—"] for r in data.rows]
+             delivered_by(r)] for r in data.rows]
     body = (f'<section class="charts"><figure><figcaption>综合评价排名</figcaption>{bars}</figure>'
             f'<figure><figcaption>平均评价（四个维度）</figcaption>{radar}</figure>'
             f'<figure><figcaption>场景阶段</figcaption>{stages}</figure></section>'
