@@ -11,7 +11,7 @@ import pytest
 
 from service.reports.model import BEIJING, CASE_HEADERS
 from tests.conftest import CLIENT_H
-from tests.test_reports import run_report
+from tests.test_reports import run_report, use_data_dir_of
 
 
 def demo_period(client: Any, kind: str) -> str:
@@ -119,10 +119,7 @@ def test_cli_writes_the_cycle_reports(demo_client, tmp_path, monkeypatch) -> Non
 
     from service.cli import app
 
-    settings = demo_client.app.state.scenematch.settings
-    monkeypatch.setenv("SCENEMATCH_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("SCENEMATCH_CACHE_DIR", str(settings.cache_dir))
-    monkeypatch.delenv("SCENEMATCH_DATABASE_URL", raising=False)
+    use_data_dir_of(demo_client, monkeypatch)
     out = tmp_path / "年度.xlsx"
     result = CliRunner().invoke(app, ["report", "--kind", "annual", "--period", "2023", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -261,15 +261,20 @@ def test_openapi_documents_reports_and_their_auth(demo_client):
     assert "admin token" in paths["/v1/reports"]["post"]["description"]
 
 
+def use_data_dir_of(client, monkeypatch) -> None:
+    """Point the command line at the data dir (and model cache) of a running test service."""
+    settings = client.app.state.scenematch.settings
+    monkeypatch.setenv("SCENEMATCH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SCENEMATCH_CACHE_DIR", str(settings.cache_dir))
+    monkeypatch.delenv("SCENEMATCH_DATABASE_URL", raising=False)
+
+
 def test_cli_report_on_the_same_data_dir(demo_client, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from service.cli import app
 
-    settings = demo_client.app.state.scenematch.settings
-    monkeypatch.setenv("SCENEMATCH_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("SCENEMATCH_CACHE_DIR", str(settings.cache_dir))
-    monkeypatch.delenv("SCENEMATCH_DATABASE_URL", raising=False)
+    use_data_dir_of(demo_client, monkeypatch)
     out = tmp_path / "报告.xlsx"
     result = CliRunner().invoke(app, ["report", "--domain", "smart_water", "--per-need", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
