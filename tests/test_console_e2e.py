@@ -255,6 +255,48 @@ def test_domain_overview_counts(page, demo_server: LiveServer) -> None:  # noqa:
     assert page.locator("section[aria-labelledby=list-needs] .record-list li").count() >= 1
 
 
+def test_scenario_library_lists_filters_and_cites_cases(page, demo_server: LiveServer) -> None:  # noqa: ANN001
+    page.goto(f"{demo_server.url}/#/scenarios")
+    page.wait_for_selector(".results.scenarios > li")
+    assert page.get_attribute("nav.primary a[data-section=scenarios]", "aria-current") == "page"
+    listed = httpx.get(f"{demo_server.url}/v1/scenarios", params={"limit": 20}).json()
+    assert f"/ {listed['total']} 个场景" in page.inner_text("#scenario-status")
+    items = page.locator(".results.scenarios > li")
+    assert [li.get_attribute("data-id") for li in items.all()] == [s["id"] for s in listed["items"]]  # priority order
+    first = items.first
+    assert first.locator(".evalbar").count() == 5  # overall and the four dimensions
+    width = first.locator(".evalbar.overall .evalbar-fill").evaluate("el => el.style.width")
+    assert width == f"{listed['items'][0]['evaluation']['overall']}%"
+    screenshot(page, "scenarios", full_page=True)
+
+    page.select_option("#scenario-stage", "promoting")
+    page.select_option("#scenario-year", "2024")
+    page.wait_for_selector("#scenario-domain option[value=smart_city]", state="attached")
+    page.click("form.scenario-filters button[type=submit]")
+    page.wait_for_function("() => location.hash.includes('stage=promoting') && location.hash.includes('year=2024')")
+    page.wait_for_function("() => document.getElementById('scenario-status').textContent.startsWith('显示')")
+    wanted = httpx.get(f"{demo_server.url}/v1/scenarios",
+                       params={"stage": "promoting", "year": 2024, "limit": 100}).json()
+    shown = page.locator(".results.scenarios > li")
+    assert {li.get_attribute("data-stage") for li in shown.all()} == {"promoting"}
+    assert f"/ {wanted['total']} 个场景" in page.inner_text("#scenario-status")
+    screenshot(page, "scenarios-filtered")
+
+    shown.first.locator("h3 a").click()
+    page.wait_for_selector("svg.radar .shape")
+    assert page.locator("svg.radar text").count() == 4 and "综合评价" in page.inner_text(".evaluation")
+    screenshot(page, "scenario")
+
+    page.goto(f"{demo_server.url}/#/record/capability/C-smart_water-002")
+    page.wait_for_selector(".capability-cases li[data-id]")
+    assert "SC-smart_water-05" in [li.get_attribute("data-id") for li in page.locator(".capability-cases li").all()]
+    page.goto(f"{demo_server.url}/#/record/need/N-smart_water-001")
+    cited = page.wait_for_selector(".results > li[data-id=C-smart_water-002] .cited-cases li[data-id]")
+    assert cited.get_attribute("data-id") == "SC-smart_water-05" and "相似度" in cited.inner_text()
+    assert "null" not in page.inner_text("main") and page.locator(".capability-cases").count() == 0
+    screenshot(page, "cited-case")
+
+
 def test_keyboard_only_navigation(page, demo_server: LiveServer) -> None:  # noqa: ANN001
     page.goto(f"{demo_server.url}/#/domains")
     page.wait_for_selector(".domain-tile")
@@ -266,7 +308,7 @@ def test_keyboard_only_navigation(page, demo_server: LiveServer) -> None:  # noq
 
     page.reload()  # focus starts again at the top of the document
     page.wait_for_selector(".domain-tile")
-    for _ in range(4):  # skip link, 智能搜索, 领域概览, 管理
+    for _ in range(5):  # skip link, 智能搜索, 领域概览, 场景库, 管理
         page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "管理"
     page.keyboard.press("Enter")

@@ -4,6 +4,7 @@ import { renderAdmin } from "./admin.js";
 import { renderDomain, renderDomains } from "./domains.js";
 import { clear, focusHeading, h, messageBox } from "./dom.js";
 import { renderRecord } from "./record.js";
+import { renderScenario, renderScenarios } from "./scenarios.js";
 import { renderSearch } from "./search.js";
 
 const main = document.getElementById("main");
@@ -34,6 +35,12 @@ function route() {
   } else if (section === "record" && (rest[0] === "need" || rest[0] === "capability") && rest[1]) {
     title = rest[0] === "need" ? "场景需求" : "企业能力";
     renderRecord(main, rest[0], rest[1], ctx);
+  } else if ((section === "scenarios" && rest[0]) || (section === "record" && rest[0] === "scenario" && rest[1])) {
+    title = "场景";
+    renderScenario(main, section === "scenarios" ? rest[0] : rest[1], ctx);
+  } else if (section === "scenarios") {
+    title = "场景库";
+    renderScenarios(main, params, ctx);
   } else if (section === "domains" && rest[0]) {
     title = "领域";
     renderDomain(main, rest[0], ctx);
@@ -46,7 +53,7 @@ function route() {
   } else {
     title = "页面不存在";
     main.append(h("h1", {}, "页面不存在"),
-      messageBox("error", "没有这个页面", "请从上方导航进入：智能搜索、领域概览或管理。"));
+      messageBox("error", "没有这个页面", "请从上方导航进入：智能搜索、领域概览、场景库或管理。"));
   }
   document.title = `${title} · 场景供需匹配控制台`;
   markNavigation(section);

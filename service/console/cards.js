@@ -1,12 +1,28 @@
 // One match as a card: score, summary, shared terms highlighted in both texts, evidence, signals.
 import {
-  h, highlight, termsFrom, scoreLevel, formatNumber, ORG_TYPES, NEED_STATUS, KIND_LABEL,
+  h, highlight, termsFrom, scoreLevel, formatNumber, ORG_TYPES, NEED_STATUS, KIND_LABEL, STAGE_NAMES,
 } from "./dom.js";
 
 const LONG_TEXT = 180;
 
 export function recordHref(kind, id) {
-  return `#/record/${kind}/${encodeURIComponent(id)}`;
+  return kind === "scenario" ? scenarioHref(id) : `#/record/${kind}/${encodeURIComponent(id)}`;
+}
+
+export function scenarioHref(id) {
+  return `#/scenarios/${encodeURIComponent(id)}`;
+}
+
+// The cases a match cites (explanation.cases): scenarios like this one that the capability delivered.
+function citedCases(cases) {
+  if (!cases || !cases.length) return null;
+  return h("section", { class: "cited-cases", "aria-label": "已落地类似场景" },
+    h("h4", {}, "已落地类似场景"),
+    h("ul", {}, cases.map((c) => h("li", { dataset: { id: c.id } },
+      h("a", { href: scenarioHref(c.id) }, c.title),
+      h("span", { class: "meta" }, [c.year ? `${c.year}年` : null, STAGE_NAMES[c.stage],
+        `相似度 ${formatNumber(c.similarity)}`, c.via === "organization" ? "同单位其他能力承担" : null]
+        .filter(Boolean).join(" · "))))));
 }
 
 export function domainBadges(record, kind) {
@@ -124,6 +140,7 @@ export function matchCard(match, { queryText, queryLabel }) {
             sameDomain ? h("span", { class: "badge ok" }, "同领域") : null)),
         scoreBlock(match.score)),
       h("p", { class: "summary" }, explanation.summary || ""),
+      citedCases(explanation.cases),
       sharedTermList(explanation.shared_terms),
       h("div", { class: "texts" },
         textBlock(queryLabel, queryText, terms),

@@ -74,7 +74,11 @@ export const PUBLISHER_TYPES = {
   hospital: "医院", park: "园区", university: "高校", other: "其他",
 };
 export const JOB_STATUS = { queued: "排队中", running: "运行中", succeeded: "已完成", failed: "失败" };
-export const KIND_LABEL = { need: "场景需求", capability: "企业能力" };
+export const KIND_LABEL = { need: "场景需求", capability: "企业能力", scenario: "场景" };
+export const STAGE_NAMES = {
+  collecting: "征集", published: "发布", matching: "对接", building: "建设", testing: "测试", promoting: "推广",
+  retired: "退出",
+};
 
 // Hubei's city-level divisions (the demo corpus and the policy's pilots are mostly there).
 export const HUBEI_REGIONS = [

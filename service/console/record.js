@@ -1,6 +1,7 @@
 // A record page: the need or capability itself, then its matches in the other direction.
 import { api, describeError, query } from "./api.js";
 import { domainBadges, matchCard } from "./cards.js";
+import { capabilityCases } from "./scenarios.js";
 import {
   clear, formatDate, h, KIND_LABEL, loading, messageBox, NEED_STATUS, ORG_TYPES, PUBLISHER_TYPES,
 } from "./dom.js";
@@ -57,6 +58,7 @@ function showRecord(slot, record, kind, ctx) {
     h("h1", {}, record.title),
     h("p", { class: "kind-line" }, h("span", { class: "badge kind" }, KIND_LABEL[kind])),
     h("div", { class: "record" }, recordFields(record, kind), description),
+    ...(kind === "capability" ? [capabilityCases(record.id, ctx)] : []),
     h("section", { class: "matches", "aria-labelledby": "matches-title" },
       h("h2", { id: "matches-title" }, kind === "need" ? "匹配的企业能力" : "匹配的场景需求"),
       errorSlot, status, results, more));
