@@ -90,6 +90,19 @@ class CaseTable:
                     if sid not in cited:  # what the capability did itself comes first
                         cited[sid] = Delivery(sid, seg, row, cap, "organization", hidden or cap_restricted)
         self.by_capability = {cap: list(v.values()) for cap, v in table.items()}
+        # Every delivery's scenario vector in one matrix, each capability's deliveries a contiguous run
+        # of rows; one for admin callers, one without restricted cases. The case signal of all of a
+        # query's candidates is then one matrix product and one reduceat (as best_passages does).
+        self.runs = {admin: self._runs(admin) for admin in (True, False)}
+
+    def _runs(self, include_restricted: bool) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+        vectors, runs = [], {}
+        for cap, items in self.by_capability.items():
+            shown = [d for d in items if include_restricted or not d.restricted]
+            if shown:
+                runs[cap] = (len(vectors), len(vectors) + len(shown))
+                vectors.extend(d.segment.doc_vectors[d.row] for d in shown)
+        return (np.vstack(vectors) if vectors else np.zeros((0, 0), np.float32)), runs
 
     @staticmethod
     def _peers(snapshot: Any, cap: str, found: tuple[Segment, int] | None) -> list[str]:
@@ -128,12 +141,17 @@ def capability_signal(snapshot: Any, capability_ids: list[str], vector: np.ndarr
                       include_restricted: bool) -> np.ndarray:
     """The `case` signal of candidate capabilities for one query: each one's best delivered
     scenario's cosine with the query, 0 for a capability with no case."""
-    table = table_of(snapshot)
+    matrix, runs = table_of(snapshot).runs[include_restricted]
     out = np.zeros(len(capability_ids))
-    for i, cap in enumerate(capability_ids):
-        items = table.of(cap, include_restricted)
-        if items:
-            out[i] = similarities(items, vector).max()
+    present = [(i, runs[cap]) for i, cap in enumerate(capability_ids) if cap in runs]
+    if not present:
+        return out
+    sims = matrix @ vector
+    starts = np.array([run[0] for _, run in present])
+    lengths = np.array([run[1] - run[0] for _, run in present])
+    first = np.cumsum(lengths) - lengths
+    index = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+    out[[i for i, _ in present]] = np.maximum.reduceat(sims[index], first)
     return out
 
 
