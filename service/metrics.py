@@ -28,7 +28,7 @@ log = logging.getLogger("scenematch.metrics")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 JOB_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 ENCODER_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-KIND_LABELS = {"need": "needs", "capability": "capabilities"}
+KIND_LABELS = {"need": "needs", "capability": "capabilities", "scenario": "scenarios"}
 
 
 class TimedEncoder(Encoder):

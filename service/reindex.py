@@ -15,7 +15,7 @@ from service.jobs import JobContext, JobFn
 from service.state import AppState
 
 MODES = ("full", "incremental")
-KIND_LABELS = {"need": "needs", "capability": "capabilities"}
+KIND_LABELS = {"need": "needs", "capability": "capabilities", "scenario": "scenarios"}
 
 
 def job_kind(mode: str) -> str:

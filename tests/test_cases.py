@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from indexer.retrieval.cases import CITE_MIN_SIMILARITY
 from service.app import create_app
 from tests.conftest import ADMIN_H, CLIENT_H, wait_ready
 from tests.test_adapt import subset_settings
@@ -66,7 +67,7 @@ def test_a_put_scenario_is_cited_in_its_capabilitys_match(service: TestClient) -
     case = wait_until(lambda: cited(service, "S-case-1"))
     assert case["year"] == 2024 and case["stage"] == "promoting" and case["via"] == "self"
     assert case["outcome"] == {"contract_wan": 860.0, "first_purchase": True, "signed_at": "2024-06-18"}
-    assert 0.85 <= case["similarity"] <= 1.0
+    assert CITE_MIN_SIMILARITY <= case["similarity"] <= 1.0
     explanation = matches(service, "need", NEED)[CAP]["explanation"]
     assert "类似场景「丹江口库区空天地一体化水文感知与数据汇聚」已由该单位落地（2024年）" in explanation["summary"]
     signal = explanation["signals"]["case"]

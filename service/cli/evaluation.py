@@ -16,8 +16,9 @@ DOCS_QUALITY = Path(__file__).resolve().parents[2] / "docs" / "quality.md"
 SECTION = "## Ranking"
 
 
-def engine_with(records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None, data_dir: Path):  # noqa: ANN202
-    """A real engine on a fresh SQLite database holding `records` (None: the demo corpus)."""
+def engine_with(records: tuple[list[dict[str, Any]], ...] | None, data_dir: Path):  # noqa: ANN202
+    """A real engine on a fresh SQLite database holding `records`: (needs, capabilities) or (needs,
+    capabilities, scenarios); None: the demo corpus."""
     from models import repository
     from models.database import session_scope
     from service.app import init_state
@@ -27,7 +28,7 @@ def engine_with(records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | Non
     state = init_state(Settings(data_dir=data_dir, load_demo=records is None, build_index_on_start=False))
     if records is not None:
         with session_scope(state.sessions) as session:
-            for kind, rows in zip(("need", "capability"), records):
+            for kind, rows in zip(("need", "capability", "scenario"), records):
                 for row in rows:
                     data = dict(row)
                     repository.upsert(session, kind, data.pop("id"), data)
