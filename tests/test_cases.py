@@ -115,6 +115,18 @@ def test_the_organization_counts_and_undelivered_stages_do_not(service: TestClie
     assert cited(service, "S-case-matching") is None
 
 
+def test_an_untagged_scenario_is_classified(service: TestClient) -> None:
+    body = {"title": "林区松材线虫病疫木无人机遥感监测", "description": "无人机航拍识别松林变色立木，定位疫木并指导清理。",
+            "stage": "collecting"}
+    assert service.put("/v1/scenarios/S-case-untagged", json=body, headers=CLIENT_H).json()["domains"] == []
+    stored = wait_until(lambda: (s := service.get("/v1/scenarios/S-case-untagged").json())["domain_predicted"] and s)
+    assert stored["domains"][0] == "forestry" and stored["domain_names"][0] == "林业"
+    assert stored["predicted_domains"][0]["code"] == "forestry"
+    found = service.post("/v1/search", json={"query": "松材线虫病疫木监测", "target": "scenarios",
+                                             "filters": {"domain": ["forestry"]}}).json()["items"]
+    assert "S-case-untagged" in [m["id"] for m in found]
+
+
 def test_a_deleted_scenario_is_no_longer_cited(service: TestClient) -> None:
     assert service.delete("/v1/scenarios/S-case-1", headers=CLIENT_H).status_code == 204
     wait_until(lambda: cited(service, "S-case-1") is None)
