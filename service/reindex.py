@@ -129,7 +129,7 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
     if matcher is not None:  # the signal weights this index is ranked with
         ranking = matcher.ranking(snap)
         status["ranking"] = {"weights": ranking.weights, "bias": ranking.bias,
-                             "source": "shipped" if ranking is matcher.model else "model_version"}
+                             "source": matcher.rankings.source(snap.model)}
         if ranking.untagged is not None:  # for pairs with a side whose domains the client did not give
             status["ranking"]["untagged"] = {"weights": ranking.untagged.weights, "bias": ranking.untagged.bias}
     return status

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.adaptation import data as adapt_data, evaluate as adapt_eval, weights as adapt_ranking
-from indexer.ranking.hybrid import RankingModel
+from indexer.ranking.hybrid import SIGNALS, RankingModel
 from indexer.retrieval.embedding import Encoder
 from indexer.retrieval.versions import active_version as active_index
 from indexer.retrieval.versions import index_root
@@ -385,7 +385,8 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
 
     def served_weights() -> tuple[float, dict[str, float]]:
         explanation = client.get(f"/v1/needs/{need_id}/matches").json()["items"][0]["explanation"]
-        return explanation["bias"], {k: v["weight"] for k, v in explanation["signals"].items()}
+        # The scored signals; the case evidence is shown beside them with weight 0 (not in these weights).
+        return explanation["bias"], {k: v["weight"] for k, v in explanation["signals"].items() if k in SIGNALS}
 
     assert served_weights() == (shipped.bias, shipped.weights)
     with pytest.MonkeyPatch.context() as patch:

@@ -181,7 +181,7 @@ def test_index_status_shows_version_model_counts_and_types(served: TestClient):
     assert body["version"].startswith("v") and body["built_at"] and body["age_s"] >= 0
     assert body["model"].startswith("multilingual-e5-small") and body["dim"] == 384
     assert body["counts"] == {"needs": 374, "capabilities": 728, "scenarios": 108} == body["stored_counts"]
-    assert set(body["index_types"]["dense"]) == {"needs", "capabilities"}
+    assert set(body["index_types"]["dense"]) == {"needs", "capabilities", "scenarios"}
     assert all(d["type"] for d in body["index_types"]["dense"].values())
     assert body["index_types"]["lexical"]["type"] == "bm25"
     assert body["watermark"] == body["served_watermark"] and body["pending_changes"] == 0

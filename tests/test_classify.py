@@ -181,7 +181,7 @@ def test_stored_prediction_keeps_hash_logs_no_change_and_skips_changed_rows(data
         assert (n2.domain, n2.domain_predicted) == (None, False)  # content changed since: left alone
         assert c1.domains == ["forestry", "emergency_management"] and c1.domain_predicted
         assert session.scalar(select(func.count()).select_from(Change)) == changes_before
-        assert classify.predicted_ids(sessions) == {"need": {"n1"}, "capability": {"c1"}}
+        assert classify.predicted_ids(sessions) == {"need": {"n1"}, "capability": {"c1"}, "scenario": set()}
         # The same client data again is still "unchanged": the prediction survives.
         repository.upsert(session, "need", "n1", need)
         assert repository.get(session, "need", "n1").domain_predicted

@@ -82,6 +82,7 @@ def test_deals_the_served_ranking_misses_are_learned_and_can_be_rolled_back(serv
     assert result["metrics"]["candidate"] > result["metrics"]["served"] and result["metrics"]["gain"]["mean"] > 0
     status = service.get("/v1/admin/ranking", headers=ADMIN_H).json()
     assert status["active_version"] == result["version"]
+    assert service.get("/v1/admin/index", headers=ADMIN_H).json()["ranking"]["source"] == "learned"
     assert status["served_weights"] == result["candidate_weights"] != before_weights
     learned, shipped = status["served_weights"]["weights"], before_weights["weights"]
     assert shipped["dense"] > shipped["lexical"] and learned["lexical"] > max(learned["dense"], learned["passage"])

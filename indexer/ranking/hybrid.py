@@ -99,29 +99,36 @@ class RankingModels:
     def __init__(self, default: RankingModel, models_root: Path | None = None,
                  ranking_root: Path | None = None):
         self.default, self.root, self.ranking_root = default, models_root, ranking_root
-        self._by_model: dict[str, RankingModel] = {}
+        self._by_model: dict[str, tuple[RankingModel, str]] = {}
 
     def for_model(self, model_name: str) -> RankingModel:
+        return self._found(model_name)[0]
+
+    def source(self, model_name: str) -> str:
+        """Where the weights come from: "learned" (outcomes), "model_version" (adaptation) or "shipped"."""
+        return self._found(model_name)[1]
+
+    def reload(self) -> None:
+        self._by_model = {}
+
+    def _found(self, model_name: str) -> tuple[RankingModel, str]:
         found = self._by_model.get(model_name)
         if found is None:
             found = self._by_model[model_name] = self._lookup(model_name)
         return found
 
-    def reload(self) -> None:
-        self._by_model = {}
-
-    def _lookup(self, model_name: str) -> RankingModel:
+    def _lookup(self, model_name: str) -> tuple[RankingModel, str]:
         if self.ranking_root is not None:
             active = mv.active_version(self.ranking_root)
             learned = mv.read_manifest(self.ranking_root / active) if active else None
             if learned and learned.get("model") == model_name and learned.get("ranking"):
-                return RankingModel.from_dict(learned["ranking"])
+                return RankingModel.from_dict(learned["ranking"]), "learned"
         if self.root is not None:
             for manifest in mv.list_versions(self.root):
                 stored = manifest.get("ranking")
                 if manifest.get("model") == model_name and stored:
-                    return RankingModel.from_dict(stored)
-        return self.default
+                    return RankingModel.from_dict(stored), "model_version"
+        return self.default, "shipped"
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray | float:

@@ -176,9 +176,11 @@ def annual(sessions: sessionmaker[Session], taxonomy: Taxonomy, period: Period, 
             rows.extend(_annual_row(r, taxonomy, weights) for r in found if r.id not in {x["id"] for x in rows})
         caps = repository.get_many(session, "capability", sorted({c for r in rows for c in r["capability_ids"]}))
         for row in rows:
+            # A restricted capability is not named to a caller who may not see it, not even by its id.
+            row["capability_ids"] = [c for c in row["capability_ids"]
+                                     if c not in caps or include_restricted or caps[c].visibility == "public"]
             row["capabilities"] = [{"id": c, "title": caps[c].title, "organization": caps[c].organization}
-                                   for c in row["capability_ids"] if c in caps
-                                   and (include_restricted or caps[c].visibility == "public")]
+                                   for c in row["capability_ids"] if c in caps]
     rows.sort(key=lambda r: (r["overall"] is None, -(r["overall"] or 0), r["id"]))
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
