@@ -204,3 +204,6 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The replica running the job (service/replica.py) and the key of "one at a time" jobs.
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    exclusive_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

@@ -16,6 +16,7 @@ from service import demo, search
 from service.errors import install_error_handlers
 from service.jobs import JobRunner
 from service.metrics import ServiceMetrics
+from service.replica import Replica
 from service.metrics import router as metrics_router
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.routes import admin, console, feedback, matching, meta, records, scenarios
@@ -55,17 +56,22 @@ def seed_taxonomy(state: AppState) -> None:
 def init_state(settings: Settings) -> AppState:
     settings.ensure_dirs()
     engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
     sessions = make_session_factory(engine)
-    state = AppState(settings=settings, engine=engine, sessions=sessions, taxonomy=default_taxonomy(),
-                     jobs=JobRunner(sessions))
-    interrupted = state.jobs.recover()
-    if interrupted:
-        log.warning("marked %d interrupted job(s) as failed", interrupted)
-    seed_taxonomy(state)
-    if settings.load_demo and demo.database_is_empty(state.sessions):
-        n_needs, n_caps = demo.load_demo(state.sessions)
-        log.info("loaded demo corpus: %d needs, %d capabilities", n_needs, n_caps)
+    # Other replicas may share this database and data dir: start-up work runs one replica at a time.
+    replica = Replica(engine, settings.data_dir)
+    with replica.starting():
+        migrate(engine)
+        replica.register()
+        state = AppState(settings=settings, engine=engine, sessions=sessions, taxonomy=default_taxonomy(),
+                         jobs=JobRunner(sessions, owner=replica.owner, owner_alive=replica.owner_alive))
+        state.extras["replica"] = replica
+        interrupted = state.jobs.recover()
+        if interrupted:
+            log.warning("marked %d interrupted job(s) as failed", interrupted)
+        seed_taxonomy(state)
+        if settings.load_demo and demo.database_is_empty(state.sessions):
+            n_needs, n_caps = demo.load_demo(state.sessions)
+            log.info("loaded demo corpus: %d needs, %d capabilities", n_needs, n_caps)
     return state
 
 
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             search.stop_search(state)
             state.jobs.shutdown()
+            state.extras["replica"].close()
             state.engine.dispose()
 
     app = FastAPI(title="scenematch 场景供需匹配", version="1.0.0", description=DESCRIPTION,

@@ -1,8 +1,10 @@
 """Background jobs (reindex, reports, adaptation) persisted in the database.
 
 A job row is written before the work starts and updated as it progresses, so its
-status survives the process; a job found running at start-up belonged to a process
-that died and is marked failed.
+status survives the process and every replica sharing the database sees it. Each row names
+the replica that runs it (`owner`): a job found queued or running whose owner is gone
+belonged to a process that died and is marked failed. "One at a time" (`exclusive`) is
+checked in the database too, so it holds across replicas.
 """
 from __future__ import annotations
 
@@ -80,22 +82,48 @@ JobFn = Callable[[JobContext], dict[str, Any] | None]
 
 
 class JobRunner:
+    """Runs jobs in a thread pool; `owner` names this process, `owner_alive(owner)` tells whether
+    the process named `owner` still runs (default: only this one, i.e. a lone process)."""
+
     def __init__(self, sessions: sessionmaker[Session], workers: int = 2,
-                 on_finish: Callable[[str, str, float], None] | None = None):
+                 on_finish: Callable[[str, str, float], None] | None = None,
+                 owner: str | None = None, owner_alive: Callable[[str], bool] | None = None):
         self.sessions = sessions
+        self.owner = owner or uuid.uuid4().hex
+        self._owner_alive = owner_alive
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._lock = threading.Lock()
         self._exclusive: dict[str, str] = {}  # exclusive key -> job id
         self._last_write: dict[str, float] = {}
         self.on_finish = on_finish
 
+    def alive(self, owner: str | None) -> bool:
+        if owner == self.owner:
+            return True
+        if owner is None or self._owner_alive is None:
+            return False
+        return self._owner_alive(owner)
+
     def recover(self) -> int:
-        """Mark jobs left queued or running by a dead process as failed."""
+        """Mark jobs left queued or running by a process that is gone as failed."""
         with session_scope(self.sessions) as session:
-            result = session.execute(
-                update(Job).where(Job.status.in_(ACTIVE_STATUSES))
-                .values(status="failed", error=INTERRUPTED, finished_at=utcnow()))
-            return result.rowcount or 0
+            active = session.execute(select(Job.id, Job.owner).where(Job.status.in_(ACTIVE_STATUSES))).all()
+            orphans = [job_id for job_id, owner in active if not self.alive(owner)]
+            if orphans:
+                session.execute(update(Job).where(Job.id.in_(orphans), Job.status.in_(ACTIVE_STATUSES))
+                                .values(status="failed", error=INTERRUPTED, finished_at=utcnow()))
+            return len(orphans)
+
+    def _active_elsewhere(self, session: Session, exclusive: str) -> str | None:
+        """The id of a live job with this exclusive key run by another replica, if any."""
+        rows = session.execute(select(Job.id, Job.owner).where(
+            Job.exclusive_key == exclusive, Job.status.in_(ACTIVE_STATUSES), Job.owner != self.owner)).all()
+        for job_id, owner in rows:
+            if self.alive(owner):
+                return job_id
+            session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
+                            .values(status="failed", error=INTERRUPTED, finished_at=utcnow()))
+        return None
 
     def submit(self, kind: str, params: dict[str, Any], fn: JobFn, exclusive: str | None = None) -> str:
         job_id = uuid.uuid4().hex
@@ -103,7 +131,10 @@ class JobRunner:
             if exclusive is not None and exclusive in self._exclusive:
                 raise JobConflict(self._exclusive[exclusive])
             with session_scope(self.sessions) as session:
-                session.add(Job(id=job_id, kind=kind, status="queued", progress=0.0, params=params))
+                if exclusive is not None and (other := self._active_elsewhere(session, exclusive)):
+                    raise JobConflict(other)
+                session.add(Job(id=job_id, kind=kind, status="queued", progress=0.0, params=params,
+                                owner=self.owner, exclusive_key=exclusive))
             if exclusive is not None:
                 self._exclusive[exclusive] = job_id
         self._pool.submit(self._run, job_id, kind, params, fn, exclusive)
@@ -122,8 +153,12 @@ class JobRunner:
             return [job_dict(j) for j in session.scalars(stmt)]
 
     def running(self, exclusive: str) -> str | None:
+        """The job with this exclusive key queued or running here or on another replica."""
         with self._lock:
-            return self._exclusive.get(exclusive)
+            if exclusive in self._exclusive:
+                return self._exclusive[exclusive]
+        with session_scope(self.sessions) as session:
+            return self._active_elsewhere(session, exclusive)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

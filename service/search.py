@@ -11,7 +11,9 @@ from indexer.ranking.hybrid import RankingModel
 from indexer.ranking.matching import Matcher
 from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
 from indexer.retrieval.engine import SearchEngine
+from indexer.retrieval.replicas import BuilderRole
 from indexer.retrieval.text import get_tokenizer
+from models.locks import ProcessLock, lock_dir
 from service.reports.rows import KeyTermCache
 from service.state import AppState
 
@@ -35,8 +37,16 @@ def open_engine(state: AppState) -> SearchEngine:
     model = serving_model(settings.data_dir, settings.embedding_model, settings.cache_dir)
     encoder = CachedEncoder(shared_encoder(model, str(settings.cache_dir)),
                             EmbeddingCache(embedding_cache_path(settings.cache_dir)))
+    # One builder among all replicas of this database and data dir (indexer/retrieval/replicas.py).
+    role = BuilderRole(ProcessLock(state.engine, lock_dir(settings.data_dir), "index-builder"))
+    dense_kind = "auto"
+    if settings.vector_backend == "milvus":
+        from indexer.retrieval import milvus  # pymilvus is imported only when it is used
+
+        milvus.configure(settings.resolved_milvus_uri, settings.milvus_token)
+        dense_kind = "milvus"
     return SearchEngine(settings.data_dir, state.sessions, encoder, get_tokenizer(),
-                        list(state.taxonomy.domains))
+                        list(state.taxonomy.domains), builder_role=role, dense_kind=dense_kind)
 
 
 def start_search(state: AppState, background: bool = True) -> threading.Thread | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,12 +32,18 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty = CORS off.")
     report_retention_days: int = Field(30, ge=1, description="Days a generated report file is kept.")
     log_level: str = Field("INFO")
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="Where index versions keep their vectors: in-process FAISS or Milvus.")
+    milvus_uri: str | None = Field(
+        None, description="Milvus: a file path (milvus-lite, embedded) or http(s)://host:19530 (a server or "
+                          "cluster); default DATA_DIR/milvus.db.")
+    milvus_token: str | None = Field(None, description="Milvus token (user:password or an API key).")
     evaluation_weights: dict[str, float] = Field(
         default_factory=lambda: dict.fromkeys(EVALUATION_FIELDS, 0.25),
         description="Weights of a scenario's overall evaluation (JSON object of the four dimensions "
                     "技术先进性、经济效益、社会效益、推广价值); default equal. Only their ratio matters.")
 
-    @field_validator("admin_token", "embedding_model", "database_url", mode="before")
+    @field_validator("admin_token", "embedding_model", "database_url", "milvus_uri", "milvus_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -49,6 +56,10 @@ class Settings(BaseSettings):
         if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError("weights must be >= 0 and not all 0")
         return {name: float(value[name]) for name in EVALUATION_FIELDS}
+
+    @cached_property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -203,3 +203,21 @@ def test_domains_and_health(api):
     assert all(d["description"] and d["name"] for d in r["items"])
     assert api.get("/healthz").status_code == 200
     assert api.get("/v1/nope").json()["error"]["code"] == "not_found"
+
+
+def test_a_client_token_cannot_tell_from_put_whether_a_restricted_id_exists(api):
+    secret = {**CAP, "visibility": "restricted", "title": "保密能力"}
+    assert api.put("/v1/capabilities/C-secret", json=secret, headers=ADMIN_H).status_code == 201
+    stored = api.get("/v1/capabilities/C-secret", headers=ADMIN_H).json()
+    # Unchanged content (nothing rewritten) and new content: both look like a new id to the client.
+    for body in (secret, {**secret, "title": "探测"}):
+        taken = api.put("/v1/capabilities/C-secret", json=body, headers=CLIENT_H)
+        fresh = api.put(f"/v1/capabilities/C-new-{len(body['title'])}", json=body, headers=CLIENT_H)
+        assert taken.status_code == fresh.status_code == 201, (taken.text, fresh.text)
+        assert taken.json()["created_at"] > stored["created_at"] and set(taken.json()) == set(fresh.json())
+    # The stored record is what the client sent, its history untouched; the admin still gets 200.
+    assert api.get("/v1/capabilities/C-secret", headers=ADMIN_H).json()["created_at"] == stored["created_at"]
+    assert api.put("/v1/capabilities/C-secret", json=secret, headers=ADMIN_H).status_code == 200
+    # A record the client may see keeps answering 200 when replaced.
+    assert api.put("/v1/capabilities/C-open", json=CAP, headers=CLIENT_H).status_code == 201
+    assert api.put("/v1/capabilities/C-open", json={**CAP, "title": "改"}, headers=CLIENT_H).status_code == 200

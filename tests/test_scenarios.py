@@ -92,3 +92,10 @@ def test_bulk_reports_each_invalid_item(api: TestClient) -> None:
     assert [e["index"] for e in result["errors"]] == [1, 2, 3]
     again = api.post("/v1/scenarios/bulk", json={"items": items[:1]}, headers=CLIENT_H).json()
     assert again["unchanged"] == 1
+
+
+def test_a_client_token_cannot_tell_from_put_whether_a_restricted_scenario_exists(api: TestClient) -> None:
+    secret = scenario(visibility="restricted")
+    assert api.put("/v1/scenarios/S-secret", json=secret, headers=ADMIN_H).status_code == 201
+    assert api.put("/v1/scenarios/S-secret", json=secret, headers=CLIENT_H).status_code == 201
+    assert api.put("/v1/scenarios/S-secret", json=secret, headers=ADMIN_H).status_code == 200

@@ -174,10 +174,11 @@ def build_full_version(data_dir: Path, sessions: sessionmaker[Session], encoder:
 
 def fold_version(data_dir: Path, base: dict[str, Segment], keep: dict[str, np.ndarray],
                  delta: dict[str, Segment], encoder: Encoder, watermark: int,
-                 extra_manifest: dict[str, Any] | None = None) -> tuple[str, dict[str, Segment]]:
+                 extra_manifest: dict[str, Any] | None = None,
+                 dense_kind: str = "auto") -> tuple[str, dict[str, Segment]]:
     """Write a version made of the active base minus tombstones plus the delta (no embedding)."""
     started = time.perf_counter()
-    segments = {k: Segment.merge(base[k], keep[k], delta[k]) for k in KINDS}
+    segments = {k: Segment.merge(base[k], keep[k], delta[k], dense_kind=dense_kind) for k in KINDS}
     manifest = make_manifest(segments, encoder, watermark, "incremental",
                              time.perf_counter() - started, {}, extra_manifest)
     version = new_version_name()

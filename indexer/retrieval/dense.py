@@ -13,6 +13,7 @@ from ``python -m benchmarks.dense`` on the 2-core host.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import threading
@@ -258,6 +259,10 @@ class DenseIndex:
         """Type and parameters, for the version manifest."""
         return {"type": self.kind, "dim": self.dim, **self.config}
 
+    def serve_as(self, name: str) -> None:
+        """This index now serves the segment `name` of the active version (Milvus points an
+        alias at it); in-process indexes have nobody to tell."""
+
     def _lookup(self) -> _Lookup:
         if self._lookup_cache is None:
             with self._lock:  # concurrent first searches after a mutation build it once
@@ -287,7 +292,7 @@ class DenseIndex:
         meta = json.loads((path / _META).read_text())
         params = dict(meta["params"])
         kind, dim = params.pop("type"), params.pop("dim")
-        obj = KINDS[kind](dim, exact_filter_limit=meta["exact_filter_limit"],
+        obj = index_class(kind)(dim, exact_filter_limit=meta["exact_filter_limit"],
                           compact_fraction=meta["compact_fraction"], **params)
         if (path / _INDEX).exists():
             obj._index = faiss.read_index(str(path / _INDEX))
@@ -409,6 +414,16 @@ class IVFIndex(DenseIndex):
 
 
 KINDS = {cls.kind: cls for cls in (FlatIndex, IVFIndex)}
+#: Backends in a module of their own, imported when first used (pymilvus only if configured).
+EXTERNAL = {"milvus": "indexer.retrieval.milvus"}
+
+
+def index_class(kind: str) -> type[DenseIndex]:
+    if kind not in KINDS and kind in EXTERNAL:
+        importlib.import_module(EXTERNAL[kind])  # registers itself in KINDS
+    if kind not in KINDS:
+        raise ValueError(f"unknown dense index kind {kind!r}; expected one of {sorted([*KINDS, *EXTERNAL])}")
+    return KINDS[kind]
 
 
 def create_dense_index(n_expected: int, dim: int, kind: str = "auto", **params) -> DenseIndex:
@@ -419,9 +434,8 @@ def create_dense_index(n_expected: int, dim: int, kind: str = "auto", **params) 
     1/sqrt(allowed share) under filters; allowed sets <= EXACT_FILTER_LIMIT (10k) scored
     exactly with numpy). Flat filters with FAISS's row bitmap. Explicit kinds ("flat",
     "ivf") take ``params`` as constructor arguments. HNSW was measured and rejected: see benchmarks/dense.py.
+    "milvus": a collection in Milvus (indexer/retrieval/milvus.py), for versions on disk.
     """
     if kind == "auto":
         kind = "flat" if n_expected < FLAT_MAX else "ivf"
-    if kind not in KINDS:
-        raise ValueError(f"unknown dense index kind {kind!r}; expected one of {sorted(KINDS)}")
-    return KINDS[kind](dim, **params)
+    return index_class(kind)(dim, **params)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer.retrieval import builder, cases, classify
 from indexer.retrieval.documents import KINDS
 from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.replicas import ActivationFollower, BuilderRole, BuildRunningElsewhere
 from indexer.retrieval.segment import Segment
 from indexer.retrieval.versions import activate, active_version, cleanup, index_root, prune, read_manifest
 from models import repository
@@ -33,6 +34,9 @@ log = logging.getLogger("scenematch.index")
 RESCAN = 200
 # Past this many changed records the delta is folded into a new version.
 FOLD_AT = 2000
+# How long a starting replica waits for another replica's first build rather than building too.
+FIRST_BUILD_WAIT_S = 3600.0
+BUILDER_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,15 @@ class Snapshot:
 
 class SearchEngine:
     def __init__(self, data_dir: Path, sessions: sessionmaker[Session], encoder: Encoder,
-                 tokenizer: Any, domain_codes: list[str]):
+                 tokenizer: Any, domain_codes: list[str], builder_role: BuilderRole | None = None,
+                 dense_kind: str = "auto"):
         self.data_dir, self.sessions, self.encoder = data_dir, sessions, encoder
+        # The dense index of written versions ("milvus": a collection per version); the live
+        # delta stays an in-process FAISS index, rebuilt on every refresh.
+        self.dense_kind = dense_kind
+        # Other replicas may share the data dir: one builder among them, and follow their activations.
+        self.builder_role = builder_role or BuilderRole()
+        self.follower = ActivationFollower(index_root(data_dir))
         self.tokenizer, self.domain_codes = tokenizer, domain_codes
         self._snapshot: Snapshot | None = None
         self._touched: dict[str, set[str]] = {k: set() for k in KINDS}
@@ -100,25 +111,53 @@ class SearchEngine:
 
     def open(self, build_if_missing: bool = True) -> bool:
         """Load the active version (cleaning crash leftovers); build one if there is none."""
-        removed = cleanup(self.root)
-        if removed:
-            log.warning("removed unfinished index folders: %s", removed)
-        # A kill between a version's rename into place and its activation leaves one complete
-        # version too many; activation would have pruned it.
-        prune(self.root)
+        with self.builder_role.attempt() as builder_here:
+            if builder_here:  # otherwise the folders belong to a build running on another replica
+                removed = cleanup(self.root)
+                if removed:
+                    log.warning("removed unfinished index folders: %s", removed)
+                # A kill between a version's rename into place and its activation leaves one
+                # complete version too many; activation would have pruned it.
+                prune(self.root)
+                self._release_unreferenced()
+        if self._load_active():
+            return True
+        if not build_if_missing:
+            return False
+        # Replicas starting together build once: the others wait, then load that version.
+        with self._build_lock, self.builder_role.hold(wait_s=FIRST_BUILD_WAIT_S):
+            if not self._load_active(quiet=True):
+                self._rebuild_as_builder()
+        return True
+
+    def _load_active(self, quiet: bool = False) -> bool:
         version = active_version(self.root)
         manifest = read_manifest(self.root / version) if version else None
         if manifest is not None and manifest.get("model") == self.encoder.name:
             segments = builder.load_segments(self.root / version)
-            self._install(version, manifest, segments)
+            with self._swap_lock:
+                self._install_full(version, manifest, segments)
             self.refresh()
             return True
-        if manifest is not None:
+        if manifest is not None and not quiet:
             log.warning("active index %s was built with %s, not %s: rebuilding", version,
                         manifest.get("model"), self.encoder.name)
-        if not build_if_missing:
+        return False
+
+    def follow(self) -> bool:
+        """Serve the version another replica activated, if any (called by the refresher)."""
+        if self.rebuilding or self._snapshot is None:
             return False
-        self.rebuild()
+        served = self._snapshot
+        new = self.follower.pending(served.version, self.encoder.name)
+        if new is None:
+            return False
+        with self._swap_lock:
+            if self._snapshot is not served or self.rebuilding:  # this process swapped meanwhile
+                return False
+            self._install_full(new.version, new.manifest, new.segments)
+        log.info("following the active index %s (activated by another replica)", new.version)
+        self.refresh()
         return True
 
     def start_refresher(self, interval: float) -> None:
@@ -129,6 +168,7 @@ class SearchEngine:
                 if self._stop.is_set():
                     return
                 try:
+                    self.follow()
                     self.refresh()
                     self.last_refresh_error = None
                 except Exception as exc:  # keep serving; the next tick retries
@@ -150,25 +190,41 @@ class SearchEngine:
 
     # ---- building -------------------------------------------------------------------
     def rebuild(self, progress: builder.Progress | None = None,
-                dense_kind: str = "auto") -> str:
+                dense_kind: str | None = None) -> str:
         """Full rebuild from the database; the current snapshot serves until the swap."""
         if not self._build_lock.acquire(blocking=False):
             raise RuntimeError("a full rebuild is already running")
         try:
-            version, segments = builder.build_full_version(
-                self.data_dir, self.sessions, self.encoder, self.tokenizer, self.domain_codes,
-                progress=progress, dense_kind=dense_kind)
-            manifest = read_manifest(self.root / version) or {}
-            with self._swap_lock:
-                self._install_full(version, manifest, segments)
-            self.refresh()
-            return version
+            # A few seconds' grace: a builder that just died is freed when its database session ends.
+            with self.builder_role.hold(wait_s=BUILDER_GRACE_S):
+                return self._rebuild_as_builder(progress, dense_kind or self.dense_kind)
         finally:
             self._build_lock.release()
 
+    def _rebuild_as_builder(self, progress: builder.Progress | None = None,
+                            dense_kind: str | None = None) -> str:
+        version, segments = builder.build_full_version(
+            self.data_dir, self.sessions, self.encoder, self.tokenizer, self.domain_codes,
+            progress=progress, dense_kind=dense_kind or self.dense_kind)
+        manifest = read_manifest(self.root / version) or {}
+        with self._swap_lock:
+            self._install_full(version, manifest, segments)
+        self._release_unreferenced()
+        self.refresh()
+        return version
+
+    def _release_unreferenced(self) -> None:
+        """As the builder: drop the external collections of versions no longer on disk."""
+        if self.dense_kind == "milvus":
+            from indexer.retrieval import milvus  # only where Milvus is configured
+
+            dropped = milvus.drop_unreferenced(self.root)
+            if dropped:
+                log.info("dropped %d Milvus collections of removed versions", len(dropped))
+
     def fold(self) -> str:
         """Write the served snapshot (base + delta) as a new version, without re-embedding."""
-        with self._swap_lock:
+        with self.builder_role.hold(), self._swap_lock:
             snap = self._require()
             keep = {}
             for kind in KINDS:
@@ -176,10 +232,12 @@ class SearchEngine:
                 mask[snap.tombstones[kind]] = False
                 keep[kind] = mask
             version, segments = builder.fold_version(
-                self.data_dir, snap.base, keep, snap.delta, self.encoder, snap.watermark)
+                self.data_dir, snap.base, keep, snap.delta, self.encoder, snap.watermark,
+                dense_kind=self.dense_kind)
             manifest = read_manifest(self.root / version) or {}
             self._touched = {k: set() for k in KINDS}
             self._install(version, manifest, segments)
+            self._release_unreferenced()
             return version
 
     def switch_encoder(self, encoder: Encoder, progress: builder.Progress | None = None,
@@ -197,29 +255,35 @@ class SearchEngine:
         if not self._build_lock.acquire(timeout=wait_s):
             raise RuntimeError("a full rebuild is still running")
         try:
-            version, segments = builder.build_full_version(
-                self.data_dir, self.sessions, encoder, self.tokenizer, self.domain_codes,
-                progress=progress, activate_version=False)
-            manifest = read_manifest(self.root / version) or {}
-            if accept is not None:
-                empty = {k: builder.segment_from(k, builder.embed_docs([], encoder, self.tokenizer),
-                                                 self.domain_codes, reference=segments[k]) for k in KINDS}
-                candidate = Snapshot(version, manifest.get("model", encoder.name), manifest, segments,
-                                     empty, {k: np.zeros(0, np.int64) for k in KINDS},
-                                     int(manifest.get("watermark", 0)), encoder=encoder)
-                if not accept(candidate):
-                    shutil.rmtree(self.root / version, ignore_errors=True)
-                    return None
-            with self._swap_lock:
-                if before_swap is not None:
-                    before_swap()
-                activate(self.root, version)
-                self.encoder = encoder
-                self._install_full(version, manifest, segments)
-            self.refresh()
-            return version
+            with self.builder_role.hold(wait_s=wait_s):
+                return self._switch_as_builder(encoder, progress, accept, before_swap)
         finally:
             self._build_lock.release()
+
+    def _switch_as_builder(self, encoder: Encoder, progress: builder.Progress | None,
+                           accept: Callable[[Snapshot], bool] | None,
+                           before_swap: Callable[[], None] | None) -> str | None:
+        version, segments = builder.build_full_version(
+            self.data_dir, self.sessions, encoder, self.tokenizer, self.domain_codes,
+            progress=progress, activate_version=False, dense_kind=self.dense_kind)
+        manifest = read_manifest(self.root / version) or {}
+        if accept is not None:
+            empty = {k: builder.segment_from(k, builder.embed_docs([], encoder, self.tokenizer),
+                                             self.domain_codes, reference=segments[k]) for k in KINDS}
+            candidate = Snapshot(version, manifest.get("model", encoder.name), manifest, segments,
+                                 empty, {k: np.zeros(0, np.int64) for k in KINDS},
+                                 int(manifest.get("watermark", 0)), encoder=encoder)
+            if not accept(candidate):
+                shutil.rmtree(self.root / version, ignore_errors=True)
+                return None
+        with self._swap_lock:
+            if before_swap is not None:
+                before_swap()
+            activate(self.root, version)
+            self.encoder = encoder
+            self._install_full(version, manifest, segments)
+        self.refresh()
+        return version
 
     @property
     def rebuilding(self) -> bool:
@@ -264,7 +328,10 @@ class SearchEngine:
             self._snapshot = fresh
             n_touched = sum(len(v) for v in self._touched.values())
         if n_touched >= FOLD_AT and not self.rebuilding:
-            self.fold()
+            try:
+                self.fold()
+            except BuildRunningElsewhere:  # that replica's new version will carry these changes
+                pass
         return len(new)
 
     # ---- internals ------------------------------------------------------------------
@@ -284,6 +351,8 @@ class SearchEngine:
                         watermark, encoder=self.encoder)
         cases.table_of(snap)  # the case library is ready before the first request on this snapshot
         self._snapshot = snap
+        for kind, segment in segments.items():  # e.g. a Milvus alias names the served collection
+            segment.dense.serve_as(builder.SEGMENT_DIRS[kind])
         # A base segment (~100k token lists at 100k records) lives until the next full build,
         # like the libraries loaded before it; a full collection traversed them all (0.4-0.7 s
         # pauses at 100k). Collect the build's garbage once, then leave the survivors out.

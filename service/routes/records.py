@@ -1,11 +1,13 @@
 """CRUD, listing and bulk upsert for needs and capabilities (one router factory, two kinds)."""
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from models import repository
+from models.db import utcnow
 from models.repository import RecordKind
 from models.taxonomy import Taxonomy
 from service.deps import AdminViewDep, SessionDep, StateDep, require_writer
@@ -59,6 +61,26 @@ def visible(row: Any, admin: bool) -> bool:
     return admin or row.visibility == "public"
 
 
+def put_record_as_seen(session: Any, kind: RecordKind, record_id: str, data: dict[str, Any],
+                       admin: bool, show: Callable[[Any], dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """Store a PUT; the record as shown to the caller (`show(row)`) and the status: 201 for a
+    new id, 200 for a replaced record.
+
+    To a caller that may not see the stored record (a restricted one, to a client token) the id
+    is new: it gets 201 and the record's times as of this request. 200, or an earlier
+    created_at, would tell it that a restricted record has this id. Nothing stored changes.
+    """
+    before = repository.get(session, kind, record_id)
+    hidden = before is not None and not visible(before, admin)
+    row, created = repository.upsert(session, kind, record_id, data)
+    session.commit()
+    out = show(row)
+    if hidden:
+        now = utcnow()
+        out.update(created_at=now, updated_at=now)
+    return out, 201 if created or hidden else 200
+
+
 def notify_changed(state: AppState) -> None:
     hook = state.extras.get("on_change")
     if hook is not None:
@@ -93,11 +115,10 @@ def make_router(kind: RecordKind) -> APIRouter:
                 description=f"The id `bulk` is reserved (422): bulk upserts are `POST /v1/{plural}/bulk`.")
     def put_record(body: InModel, response: Response, state: StateDep, session: SessionDep,  # type: ignore[valid-type]
                    admin: AdminViewDep, record_id: str = IdPath) -> dict[str, Any]:
-        row, created = repository.upsert(session, kind, record_id, body.model_dump())
-        session.commit()
+        out, response.status_code = put_record_as_seen(
+            session, kind, record_id, body.model_dump(), admin, lambda row: record_out(kind, row, state.taxonomy, admin))
         notify_changed(state)
-        response.status_code = 201 if created else 200
-        return record_out(kind, row, state.taxonomy, admin)
+        return out
 
     @router.get("/{record_id}", response_model=OutModel, responses=ERRORS, summary=f"Get one {label}")
     def get_record(state: StateDep, session: SessionDep, admin: AdminViewDep,

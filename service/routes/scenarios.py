@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from models import repository, scenario_store
 from service.deps import AdminViewDep, SessionDep, StateDep, require_writer
 from service.errors import ApiError
-from service.routes.records import ERRORS, bulk_store, notify_changed, visible
+from service.routes.records import ERRORS, bulk_store, notify_changed, put_record_as_seen, visible
 from service.scenario_schemas import BulkScenarios, ScenarioBulkItem, ScenarioIn, ScenarioOut, ScenarioPage
 from service.scenarios import scenario_out
 from service.schemas import ID_PATTERN, BulkResult
@@ -33,12 +33,12 @@ def reject_reserved_id(request: Request) -> None:
                         "SCENEMATCH_EVALUATION_WEIGHTS and returned. `capability_ids` may name capabilities "
                         "not stored yet: they are cited as cases once they are.")
 def put_scenario(body: ScenarioIn, response: Response, state: StateDep, session: SessionDep,
-                 record_id: str = IdPath) -> dict[str, Any]:
-    row, created = repository.upsert(session, "scenario", record_id, body.model_dump())
-    session.commit()
+                 admin: AdminViewDep, record_id: str = IdPath) -> dict[str, Any]:
+    out, response.status_code = put_record_as_seen(
+        session, "scenario", record_id, body.model_dump(), admin,
+        lambda row: scenario_out(row, state.taxonomy, state.settings.evaluation_weights))
     notify_changed(state)
-    response.status_code = 201 if created else 200
-    return scenario_out(row, state.taxonomy, state.settings.evaluation_weights)
+    return out
 
 
 @router.get("/{record_id}", response_model=ScenarioOut, responses=ERRORS, summary="Get one scenario")
