@@ -123,6 +123,7 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
         rebuilding=engine.rebuilding,
         running_jobs={mode: state.jobs.running(job_kind(mode)) for mode in MODES},
         last_refresh_error=engine.last_refresh_error,
+        vector_backend=vector_backend(state),
         manifest=snap.manifest,
     )
     matcher = state.extras.get("matcher")
@@ -133,6 +134,15 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
         if ranking.untagged is not None:  # for pairs with a side whose domains the client did not give
             status["ranking"]["untagged"] = {"weights": ranking.untagged.weights, "bias": ranking.untagged.bias}
     return status
+
+
+def vector_backend(state: AppState) -> dict[str, Any]:
+    """Which engine holds the served versions' vectors (never the URI's credentials or paths)."""
+    settings = state.settings
+    if settings.vector_backend != "milvus":
+        return {"name": "faiss", "deployment": "in-process"}
+    server = settings.resolved_milvus_uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+    return {"name": "milvus", "deployment": "server" if server else "lite"}
 
 
 def disk_status(data_dir: Path) -> dict[str, Any] | None:
