@@ -3,6 +3,7 @@ its jobs, working on the data dir directly."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -13,8 +14,13 @@ def reindex_command(
     full: bool = typer.Option(True, "--full/--incremental",
                               help="--full: re-embed everything; --incremental: fold stored changes in"),
     force: bool = typer.Option(False, "--force", help="Run even if a reindex job is recorded as running"),
+    engine_name: str = typer.Option("local", "--engine", help="Who embeds a full build: local (this process) "
+                                    "or ray (Ray Data, across a cluster's machines)"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="A Ray cluster to join (--engine ray); "
+                                           "default: a local Ray on 127.0.0.1, stopped afterwards"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Embed every text again, ignoring the embedding cache"),
 ) -> None:
-    """Rebuild the index into a new version (a running service loads it at its next start)."""
+    """Rebuild the index into a new version (running services follow it within seconds)."""
     import time
 
     from rich.console import Console
@@ -27,6 +33,9 @@ def reindex_command(
 
     console = Console(stderr=True)
     mode = "full" if full else "incremental"
+    if engine_name not in ("local", "ray") or (engine_name == "ray" and not full):
+        console.print("[red]--engine 取 local 或 ray; ray 仅用于全量重建 (--full)[/red]")
+        raise typer.Exit(2)
     with ops_state() as ops:
         running = [j for j in ops.jobs.recent(limit=50)
                    if j["kind"].startswith("reindex_") and j["status"] in ("queued", "running")]
@@ -40,6 +49,10 @@ def reindex_command(
     try:
         with console.status("加载嵌入模型与索引 (loading the model)…"):
             engine = open_engine(state)
+            if no_cache:  # the cache wraps the model: unwrap it
+                engine.encoder = getattr(engine.encoder, "inner", engine.encoder)
+            if engine_name == "ray":
+                engine.encoder = batch_encoder(engine.encoder, state, ray_address, cached=not no_cache)
             if mode == "incremental" and not engine.open(build_if_missing=False):
                 console.print("[red]还没有可用的索引版本: 先运行 scenematch reindex --full[/red]")
                 raise typer.Exit(1)
@@ -63,8 +76,27 @@ def reindex_command(
     finally:
         if engine is not None:
             engine.close()
+            closing = getattr(engine.encoder, "inner", engine.encoder)
+            if hasattr(closing, "close") and engine_name == "ray":
+                closing.close()  # stops the local Ray (or leaves the cluster)
         state.jobs.shutdown()
         state.engine.dispose()
+
+
+def batch_encoder(local: Any, state: Any, address: str | None, cached: bool) -> Any:
+    """The encoder of a build through Ray Data: the same model, the same vectors, many machines."""
+    from indexer.adaptation.adapt import serving_model
+    from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache
+    from indexer.retrieval.ray_embedding import RayEncoder
+    from service.search import embedding_cache_path
+
+    settings = state.settings
+    base = getattr(local, "inner", local)
+    model = serving_model(settings.data_dir, settings.embedding_model, settings.cache_dir)
+    ray_encoder = RayEncoder(base, model, settings.cache_dir, address=address)
+    if not cached:
+        return ray_encoder
+    return CachedEncoder(ray_encoder, EmbeddingCache(embedding_cache_path(settings.cache_dir)))
 
 
 def jobs_command(job_id: str | None = typer.Argument(None, help="Show one job in full"),

@@ -1,0 +1,102 @@
+"""Batch embedding through Ray Data: the encoder for full builds beyond one machine.
+
+`RayEncoder` is an `Encoder` like the in-process one, so the builder is unchanged: the texts
+a build embeds become a Ray dataset, `map_batches` sends them through a pool of actors that
+each hold one loaded copy of the same model, and the vectors come back in input order into
+the version being built. Each actor embeds its batch with the in-process encoder itself, so
+the vectors are those of an in-process build, equal up to float rounding (texts meet other
+batch neighbours, so padding and kernel shapes differ).
+
+Without an address, Ray starts locally bound to 127.0.0.1 (it listens on every interface by
+default) with its own temp dir, and is shut down when the encoder is closed. With one, it
+joins that cluster: every node must have scenematch and the model at the same path.
+On 2 cores Ray is slower than one process (docs/scaling.md); it is the path to many machines.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.retrieval.embedding import Encoder, Progress, load_encoder
+
+log = logging.getLogger("scenematch.ray")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Texts per actor call: large enough to amortise Ray's per-task cost, small enough to stream.
+RAY_BATCH = 256
+
+
+class _EmbedActor:
+    """One loaded model per actor (Ray constructs it once and feeds it batches)."""
+
+    def __init__(self, model: str | None, cache_dir: str, role: str):
+        self.encoder = load_encoder(model, Path(cache_dir))
+        self.role = role
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [str(t) for t in batch["text"]]
+        vectors = (self.encoder.encode_queries(texts) if self.role == "query"
+                   else self.encoder.encode_passages(texts))
+        return {"i": batch["i"], "vector": vectors}
+
+
+class RayEncoder(Encoder):
+    def __init__(self, base: Encoder, model: str | None, cache_dir: Path, address: str | None = None,
+                 actors: int = 1, num_cpus: int | None = None):
+        import ray
+
+        self.name, self.dim = base.name, base.dim  # the same model: its versions serve as in-process ones
+        self.model, self.cache_dir, self.actors = model, str(cache_dir), actors
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            # Short path: Ray's socket names must stay under the 107-byte limit.
+            self._temp = tempfile.TemporaryDirectory(prefix="smray-", dir="/tmp")
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=self._temp.name,
+                     num_cpus=num_cpus or os.cpu_count() or 1, logging_level=logging.WARNING,
+                     log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
+        ray.data.DataContext.get_current().enable_progress_bars = False
+
+    def _run(self, texts: list[str], role: str, progress: Progress | None) -> np.ndarray:
+        import ray
+
+        if not texts:
+            return self._empty()
+        dataset = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
+        embedded = dataset.map_batches(
+            _EmbedActor, fn_constructor_kwargs={"model": self.model, "cache_dir": self.cache_dir, "role": role},
+            batch_size=RAY_BATCH, concurrency=self.actors, batch_format="numpy", num_cpus=1)
+        out = np.empty((len(texts), self.dim), np.float32)
+        done = 0
+        for batch in embedded.iter_batches(batch_size=RAY_BATCH, batch_format="numpy"):
+            out[batch["i"]] = np.stack(batch["vector"]).astype(np.float32)
+            done += len(batch["i"])
+            if progress is not None:
+                progress(done, len(texts))
+        return out
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._run(texts, "query", None)
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32,
+                        progress: Progress | None = None) -> np.ndarray:
+        return self._run(texts, "passage", progress)
+
+    def close(self) -> None:
+        import ray
+
+        ray.shutdown()
+        if self._temp is not None:
+            self._temp.cleanup()
+
+    def __enter__(self) -> "RayEncoder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,85 @@
+"""`scenematch reindex --full --engine ray --no-cache` on a local Ray (loopback only).
+
+The version it writes must hold the in-process build's vectors and rank like it, and no Ray
+process may outlive the command. Kept small: Ray's start-up and its actor's model load are
+most of the time on 2 shared cores.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer.retrieval import builder, versions
+from service.app import create_app
+from tests.conftest import ADMIN_H, CLIENT_H, make_settings, wait_ready
+from tests.test_faults import CAPS, NEEDS, ROOT, scenematch_command
+
+pytest.importorskip("ray")
+
+NEED_SAMPLE = [n for n in NEEDS if n.get("visibility") != "restricted"][::25]
+CAP_SAMPLE = CAPS[::25]
+
+
+def ray_processes(marker: str) -> list[str]:
+    """Command lines of live processes started for this Ray (its temp dir is in them)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(cmdline[:200])
+    return found
+
+
+def matches(client: TestClient, need_id: str) -> list[str]:
+    r = client.get(f"/v1/needs/{need_id}/matches", params={"limit": 10})
+    assert r.status_code == 200, r.text
+    return [m["id"] for m in r.json()["items"]]
+
+
+def test_a_full_build_through_ray_holds_the_in_process_vectors_and_ranks_alike(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path, None))) as api:
+        for plural, items in (("needs", NEED_SAMPLE), ("capabilities", CAP_SAMPLE)):
+            assert api.post(f"/v1/{plural}/bulk", json={"items": items}, headers=CLIENT_H).json()["failed"] == 0
+    env = {**os.environ, "SCENEMATCH_DATA_DIR": str(tmp_path / "data"), "SCENEMATCH_LOAD_DEMO": "false",
+           "SCENEMATCH_LOG_LEVEL": "WARNING"}
+    env.pop("SCENEMATCH_DATABASE_URL", None)
+    done = subprocess.run([*scenematch_command(), "reindex", "--full", "--engine", "ray", "--no-cache"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    time.sleep(2)  # ray.shutdown() has returned; its children exit on their own signal
+    assert not ray_processes("/tmp/smray-"), ray_processes("/tmp/smray-")
+    root = versions.index_root(tmp_path / "data")
+    by_ray = versions.active_version(root)
+    assert by_ray is not None
+
+    settings = make_settings(tmp_path, None, build_index_on_start=True)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert client.get("/v1/admin/index", headers=ADMIN_H).json()["version"] == by_ray
+        ranked_on_ray = {n["id"]: matches(client, n["id"]) for n in NEED_SAMPLE}
+        job = client.post("/v1/admin/reindex", json={"mode": "full"}, headers=ADMIN_H).json()
+        deadline = time.monotonic() + 900
+        while (status := client.get(job["status_url"], headers=ADMIN_H).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert status["status"] == "succeeded", status
+        in_process = status["result"]["version"]
+        ranked_here = {n["id"]: matches(client, n["id"]) for n in NEED_SAMPLE}
+    overlaps = [len(set(ranked_on_ray[n]) & set(ranked_here[n])) / max(1, len(ranked_here[n])) for n in ranked_here]
+    assert np.mean(overlaps) >= 0.95, overlaps
+    ray_segments, local_segments = builder.load_segments(root / by_ray), builder.load_segments(root / in_process)
+    for kind, segment in local_segments.items():
+        other = ray_segments[kind]
+        order = [other.row_of[i] for i in segment.ids]
+        assert sorted(segment.ids) == sorted(other.ids)
+        assert np.allclose(other.doc_vectors[order], segment.doc_vectors, atol=2e-5)
+        assert np.allclose(other.query_vectors[order], segment.query_vectors, atol=2e-5)
