@@ -39,6 +39,36 @@ def ray_processes(marker: str) -> list[str]:
     return found
 
 
+def _loopback(hex_address: str) -> bool:
+    if len(hex_address) == 8:  # IPv4, little-endian: 127.x.x.x ends in 7F
+        return hex_address.endswith("7F")
+    return hex_address == "00000000000000000000000001000000" or (  # ::1, or ::ffff:127.x.x.x
+        hex_address.startswith("0000000000000000FFFF0000") and hex_address.endswith("7F"))
+
+
+def exposed_listeners(marker: str) -> list[str]:
+    """Listening TCP sockets of this Ray's processes on anything but loopback."""
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening[fields[9]] = fields[1]
+    exposed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                continue
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+                if inode in listening and not _loopback(listening[inode].split(":")[0]):
+                    exposed.append(f"pid {pid} listens on {listening[inode]}")
+        except OSError:
+            continue
+    return exposed
+
+
 def matches(client: TestClient, need_id: str) -> list[str]:
     r = client.get(f"/v1/needs/{need_id}/matches", params={"limit": 10})
     assert r.status_code == 200, r.text
@@ -52,9 +82,17 @@ def test_a_full_build_through_ray_holds_the_in_process_vectors_and_ranks_alike(t
     env = {**os.environ, "SCENEMATCH_DATA_DIR": str(tmp_path / "data"), "SCENEMATCH_LOAD_DEMO": "false",
            "SCENEMATCH_LOG_LEVEL": "WARNING"}
     env.pop("SCENEMATCH_DATABASE_URL", None)
-    done = subprocess.run([*scenematch_command(), "reindex", "--full", "--engine", "ray", "--no-cache"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
+    command = subprocess.Popen([*scenematch_command(), "reindex", "--full", "--engine", "ray", "--no-cache"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exposed: list[str] = []
+    seen_ray = False
+    while command.poll() is None:  # while it runs: Ray's processes listen on loopback only
+        seen_ray = seen_ray or bool(ray_processes("/tmp/smray-"))
+        exposed += exposed_listeners("/tmp/smray-")
+        time.sleep(0.5)
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 0, stderr[-3000:]
+    assert seen_ray and not exposed, exposed[:5]
     time.sleep(2)  # ray.shutdown() has returned; its children exit on their own signal
     assert not ray_processes("/tmp/smray-"), ray_processes("/tmp/smray-")
     root = versions.index_root(tmp_path / "data")

@@ -8,7 +8,7 @@ the vectors are those of an in-process build, equal up to float rounding (texts 
 batch neighbours, so padding and kernel shapes differ).
 
 Without an address, Ray starts locally bound to 127.0.0.1 (it listens on every interface by
-default) with its own temp dir, and is shut down when the encoder is closed. With one, it
+default: see `loopback_only`) with its own temp dir, and is shut down when the encoder is closed. With one, it
 joins that cluster: every node must have scenematch and the model at the same path.
 On 2 cores Ray is slower than one process (docs/scaling.md); it is the path to many machines.
 """
@@ -30,6 +30,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RAY_BATCH = 256
 
 
+def loopback_only() -> None:
+    """Keep a local Ray on 127.0.0.1. Ray 2.60 replaces a loopback `_node_ip_address` by the
+    host's routable address and its servers then listen on every interface; its single-machine
+    mode (the one it uses on macOS and Windows) takes 127.0.0.1 as the node address, and every
+    server binds there. The variable reaches Ray's own processes; the constant is set too in
+    case ray was imported before."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 class _EmbedActor:
     """One loaded model per actor (Ray constructs it once and feeds it batches)."""
 
@@ -47,6 +59,8 @@ class _EmbedActor:
 class RayEncoder(Encoder):
     def __init__(self, base: Encoder, model: str | None, cache_dir: Path, address: str | None = None,
                  actors: int = 1, num_cpus: int | None = None):
+        if not address:
+            loopback_only()
         import ray
 
         self.name, self.dim = base.name, base.dim  # the same model: its versions serve as in-process ones
@@ -57,7 +71,7 @@ class RayEncoder(Encoder):
         else:
             # Short path: Ray's socket names must stay under the 107-byte limit.
             self._temp = tempfile.TemporaryDirectory(prefix="smray-", dir="/tmp")
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=self._temp.name,
+            ray.init(include_dashboard=False, _temp_dir=self._temp.name,
                      num_cpus=num_cpus or os.cpu_count() or 1, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}})
