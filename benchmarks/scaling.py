@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def part_replicas(rounds: int) -> None:
             p.terminate()
             p.wait(timeout=60)
         subprocess.run([str(ROOT / "scripts/postgres.sh"), "stop", str(work)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def part_ray(records: int) -> None:
