@@ -1,6 +1,12 @@
-"""Demo corpus: needs, capabilities and graded labels written for this project (data/seed/demo), and the
-scenarios of the third list (data/seed/scenarios: they cite capabilities of the demo and of the
-realistic corpus, data/seed/realistic, so they sit beside both)."""
+"""Seed corpora: needs, capabilities and graded labels written for this project, and the scenarios of the
+third list (data/seed/scenarios: they cite capabilities of both corpora, so they sit beside either).
+
+- `realistic` (data/seed/realistic, the default demo): records shaped like the published ones (tender
+  numbering, spec lists, marketing pages, cut excerpts, titles that only name a project), labels pooled
+  from several rankers across all domains (docs/quality.md, "The realistic development corpus").
+- `classic` (data/seed/demo): the first demo, whose titles paraphrase their descriptions; kept for the
+  tests that were written on it.
+"""
 from __future__ import annotations
 
 import json
@@ -17,7 +23,9 @@ from service.scenario_schemas import ScenarioBulkItem
 from service.schemas import CapabilityBulkItem, NeedBulkItem
 
 DEMO_DIR = SEED_DIR / "demo"
+REALISTIC_DIR = SEED_DIR / "realistic"
 SCENARIOS_DIR = SEED_DIR / "scenarios"
+SEED_CORPORA = {"realistic": REALISTIC_DIR, "classic": DEMO_DIR}
 
 
 def read_jsonl(folder: Path) -> Iterator[dict[str, Any]]:
@@ -45,12 +53,22 @@ def demo_labels(demo_dir: Path = DEMO_DIR) -> list[dict[str, Any]]:
     return list(read_jsonl(demo_dir / "labels"))
 
 
+def untagged(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as most clients send it: without domains (the service classifies it)."""
+    return {k: v for k, v in record.items() if k not in ("domain", "domains")}
+
+
+def gold_domains(record: dict[str, Any]) -> list[str]:
+    """The domains the corpus's writers gave a record (a need's one, a capability's list)."""
+    return list(record.get("domains") or ([record["domain"]] if record.get("domain") else []))
+
+
 def database_is_empty(sessions: sessionmaker[Session]) -> bool:
     with session_scope(sessions) as session:
         return repository.count(session, "need") == 0 and repository.count(session, "capability") == 0
 
 
-def load_demo(sessions: sessionmaker[Session], demo_dir: Path = DEMO_DIR,
+def load_demo(sessions: sessionmaker[Session], demo_dir: Path = REALISTIC_DIR,
               scenarios_dir: Path | None = SCENARIOS_DIR) -> tuple[int, int]:
     """Store the demo needs and capabilities (and the scenarios, unless `scenarios_dir` is None)."""
     needs, caps = demo_records(demo_dir)

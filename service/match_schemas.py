@@ -49,8 +49,12 @@ class Evidence(BaseModel):
 
 class Signal(BaseModel):
     label: str
-    raw: float = Field(description="The signal as measured (BM25 score for lexical, cosine for dense)")
-    normalized: float = Field(description="The value the ranking model uses")
+    raw: float = Field(description=(
+        "The signal as measured: cosine for dense and passage, BM25 divided by the query's score against "
+        "itself for lexical, 0/1 for domain, cosine for case"))
+    normalized: float = Field(description=(
+        "The value the ranking model uses: for dense, passage and lexical the z-score among this query's "
+        "candidates (how far above their mean, in standard deviations); for domain and case the raw value"))
     weight: float
     contribution: float = Field(description="weight × normalized; contributions + bias = logit")
     rank: int | None = Field(description="Rank of this candidate by this signal alone")
@@ -85,7 +89,7 @@ class Explanation(BaseModel):
         "client; the pair is then scored without the domain signal (the `untagged` model, whose weights "
         "and bias `signals` and `bias` show)"))
     signals: dict[str, Signal] = Field(description=(
-        "Every ranking signal, and `case` (the best cosine of a delivered similar scenario; its weight is 0 "
+        "Every ranking signal (dense, passage, lexical, domain), and `case` (the best cosine of a delivered similar scenario; its weight is 0 "
         "unless the ranking's weights give it one)"))
     cases: list[Case] = Field(description=(
         "Scenarios similar to the need side that the capability side (or its organization) delivered, most "

@@ -133,6 +133,9 @@ def live_status(state: AppState, engine: SearchEngine) -> dict[str, Any]:
                              "source": matcher.rankings.source(snap.model)}
         if ranking.untagged is not None:  # for pairs with a side whose domains the client did not give
             status["ranking"]["untagged"] = {"weights": ranking.untagged.weights, "bias": ranking.untagged.bias}
+    auto = state.extras.get("auto_adapter")
+    if auto is not None:  # when the next adaptation starts on its own, and what the last one decided
+        status["auto_adapt"] = auto.status()
     return status
 
 

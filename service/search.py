@@ -11,9 +11,11 @@ from indexer.ranking.hybrid import RankingModel
 from indexer.ranking.matching import Matcher
 from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache, Encoder, load_encoder
 from indexer.retrieval.engine import SearchEngine
+from indexer.retrieval.reference import REFERENCE
 from indexer.retrieval.replicas import BuilderRole
 from indexer.retrieval.text import get_tokenizer
 from models.locks import ProcessLock, lock_dir
+from service.auto_adapt import AutoAdapter, Policy
 from service.reports.rows import KeyTermCache
 from service.state import AppState
 
@@ -67,6 +69,10 @@ def start_search(state: AppState, background: bool = True) -> threading.Thread |
             state.extras["on_change"] = engine.notify
             engine.start_refresher(state.settings.refresh_interval_s)
             state.engine_ready = True
+            # The classifier's seed examples, embedded while the service already answers.
+            REFERENCE.warm(engine.encoder, list(state.taxonomy.domains))
+            auto = state.extras["auto_adapter"] = AutoAdapter(state, Policy.from_settings(state.settings))
+            auto.start()
             log.info("search ready: index %s", engine.snapshot.version if engine.snapshot else None)
         except Exception as exc:  # readiness stays 503 with the reason; the process lives on
             log.exception("search engine failed to start")
@@ -81,6 +87,9 @@ def start_search(state: AppState, background: bool = True) -> threading.Thread |
 
 
 def stop_search(state: AppState) -> None:
+    auto = state.extras.get("auto_adapter")
+    if auto is not None:
+        auto.stop()
     engine = state.extras.get("engine")
     if engine is not None:
         engine.close()

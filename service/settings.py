@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, description="Bearer token for /v1/admin/*; unset disables admin.")
     client_tokens: str = Field("", description="Comma-separated bearer tokens allowed to write.")
     load_demo: bool = Field(True, description="Load the demo corpus into an empty database on start.")
+    demo_corpus: Literal["realistic", "classic"] = Field(
+        "realistic", description="Which seed corpus the demo loads: realistic (records shaped like published "
+                                 "ones, data/seed/realistic) or classic (the first demo, data/seed/demo).")
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or folder; default offline e5-small."
     )
@@ -38,6 +41,16 @@ class Settings(BaseSettings):
         None, description="Milvus: a file path (milvus-lite, embedded) or http(s)://host:19530 (a server or "
                           "cluster); default DATA_DIR/milvus.db.")
     milvus_token: str | None = Field(None, description="Milvus token (user:password or an API key).")
+    auto_adapt: bool = Field(True, description="Adapt the encoder on its own when the corpus has grown (a guarded, "
+                                               "reversible job, as POST /v1/admin/adapt {}).")
+    auto_adapt_growth: float = Field(0.2, gt=0, description="Records added since the last adaptation, as a "
+                                                            "fraction of its record count, that start the next.")
+    auto_adapt_days: float = Field(30.0, gt=0, description="Or this many days since the last one, if records "
+                                                           "changed (the monthly publication cycle).")
+    auto_adapt_min_records: int = Field(200, ge=1, description="No automatic adaptation below this many records.")
+    auto_adapt_quiet_s: float = Field(1800.0, ge=0, description="Seconds without writes before one starts (not "
+                                                                "half-way through a bulk load).")
+    auto_adapt_check_s: float = Field(600.0, gt=0, description="How often the condition is checked.")
     evaluation_weights: dict[str, float] = Field(
         default_factory=lambda: dict.fromkeys(EVALUATION_FIELDS, 0.25),
         description="Weights of a scenario's overall evaluation (JSON object of the four dimensions "

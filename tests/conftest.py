@@ -52,7 +52,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) -> Settings:
     values = dict(data_dir=tmp_path / "data", database_url=database_url, admin_token=ADMIN,
-                  client_tokens=CLIENT, load_demo=False, build_index_on_start=False)
+                  client_tokens=CLIENT, load_demo=False, build_index_on_start=False,
+                  # The tests were written on the classic demo; adaptation runs only when a test asks.
+                  demo_corpus="classic", auto_adapt=False)
     values.update(overrides)
     return Settings(**values)
 

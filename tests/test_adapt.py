@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.adaptation import data as adapt_data, evaluate as adapt_eval, weights as adapt_ranking
-from indexer.ranking.hybrid import SIGNALS, RankingModel
+from indexer.ranking.hybrid import FEATURES, SIGNALS, RankingModel
 from indexer.retrieval.embedding import Encoder
 from indexer.retrieval.versions import active_version as active_index
 from indexer.retrieval.versions import index_root
@@ -145,10 +145,28 @@ def test_guard_refuses_a_loss_and_needs_labelled_matching_data() -> None:
     assert adapt_eval.guard(sets(0.9, 0.8), sets(0.9, 0.7), 0.005)["accepted"]
     refused = adapt_eval.guard(sets(0.9, 0.69), sets(0.9, 0.7), 0.005)
     assert not refused["accepted"] and "labels" in refused["reason"]
-    # Too few labelled queries: the pairs set alone may not let a model through.
+    # Too few labelled queries, and no general probe: the pairs set alone may not let a model through.
     unjudged = adapt_eval.guard(sets(0.95, 0.1, n_labels=2), sets(0.9, 0.7, n_labels=2), 0.005)
-    assert not unjudged["accepted"] and "labelled" in unjudged["reason"]
+    assert not unjudged["accepted"] and "nothing to judge" in unjudged["reason"]
     assert not adapt_eval.guard({}, {}, 0.005)["accepted"]
+
+
+def test_without_labels_the_guard_judges_on_both_label_free_probes() -> None:
+    def sets(pairs: float, general: float) -> dict[str, dict[str, Any]]:
+        return {"pairs": {"queries": 30, "ndcg@10": pairs}, "general": {"queries": 300, "ndcg@10": general}}
+
+    tolerances = {"general": 0.02}
+    ok = adapt_eval.guard(sets(0.96, 0.975), sets(0.95, 0.99), 0.005, tolerances)
+    assert ok["accepted"] and ok["judged_by"] == "label-free probes"  # general within its tolerance
+    worse = adapt_eval.guard(sets(0.96, 0.96), sets(0.95, 0.99), 0.005, tolerances)
+    assert not worse["accepted"] and "general" in worse["reason"]
+    assert not adapt_eval.guard(sets(0.94, 0.99), sets(0.95, 0.99), 0.005, tolerances)["accepted"]
+    only_pairs = {"pairs": {"queries": 30, "ndcg@10": 0.99}}
+    assert not adapt_eval.guard(only_pairs, {"pairs": {"queries": 30, "ndcg@10": 0.9}}, 0.005)["accepted"]
+    # Where labels are judged, they decide with the probes: a loss on labels is refused.
+    labelled = {**sets(0.96, 0.99), "labels": {"queries": 10, "ndcg@10": 0.6}}
+    before = {**sets(0.95, 0.99), "labels": {"queries": 10, "ndcg@10": 0.7}}
+    assert not adapt_eval.guard(labelled, before, 0.005, tolerances)["accepted"]
 
 
 # ---- training pairs ---------------------------------------------------------------------
@@ -183,7 +201,7 @@ def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
     no_labels = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
         max_pairs=10_000, use_demo_labels=False, record_pairs="passages"))
     assert no_labels.counts["label_pairs"] == 0 and len(no_labels.eval_sets) == len(data.eval_sets)
-    labelled_only = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig())
+    labelled_only = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(record_pairs="none"))
     assert labelled_only.pairs and all(p["anchor"] not in held_texts for p in labelled_only.pairs)
     assert len(labelled_only.pairs) == labelled_only.counts["label_pairs"]
     db.dispose()
@@ -205,7 +223,7 @@ def test_feedback_becomes_pairs_and_a_held_out_set(database_url: str) -> None:
             session.add(Feedback(need_id=need_id, capability_id=cap_ids[i], label="irrelevant"))
             session.add(Feedback(need_id=need_id, capability_id=cap_ids[i], label="deal"))
             session.add(Feedback(need_id=need_id, capability_id=cap_ids[i + 1], label="irrelevant"))
-    config = adapt_data.AdaptConfig(use_demo_labels=False)
+    config = adapt_data.AdaptConfig(use_demo_labels=False, record_pairs="none")
     data = adapt_data.collect(sessions, get_tokenizer(), config)
     feedback_set = next(s for s in data.eval_sets if s.name == "feedback")
     held = set(feedback_set.query_ids)
@@ -216,13 +234,34 @@ def test_feedback_becomes_pairs_and_a_held_out_set(database_url: str) -> None:
     assert all("negative" in p for p in data.pairs)  # ...with its "irrelevant" as hard negative
     assert not {p["anchor"] for p in data.pairs} & set(feedback_set.queries)
     no_feedback = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
-        use_demo_labels=False, use_feedback=False))
+        use_demo_labels=False, use_feedback=False, record_pairs="none"))
     assert no_feedback.pairs == [] and any(s.name == "feedback" for s in no_feedback.eval_sets)
     db.dispose()
 
 
+def test_a_deployment_without_labels_trains_on_its_own_leads_and_holds_records_out(database_url: str) -> None:
+    from indexer.retrieval.text import get_tokenizer
+
+    db = make_engine(database_url)
+    migrate(db)
+    sessions = make_session_factory(db)
+    load_subset(sessions, rename=True)  # ids no label knows: a deployment's own records
+    data = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig())
+    by_name = {s.name: s for s in data.eval_sets}
+    assert set(by_name) == {"pairs", "general"} and data.counts["label_pairs"] == 0
+    assert len(by_name["general"]) == adapt_data.GENERAL_RECORDS
+    assert not set(by_name["general"].query_ids) & {i.split(":", 1)[1] for i in by_name["pairs"].query_ids}
+    # Title → the opening of the body, one pair per record not held out.
+    assert data.pairs and all(len(p["positive"]) <= adapt_data.LEAD_CHARS for p in data.pairs)
+    assert len(data.pairs) == data.counts["record_pairs"] == data.counts["needs"] + data.counts["capabilities"] \
+        - len(by_name["pairs"])
+    assert not {p["anchor"] for p in data.pairs} & set(by_name["pairs"].queries)
+    db.dispose()
+
+
 # ---- real adaptation through the API ------------------------------------------------------
-def load_subset(sessions: Any) -> None:
+def load_subset(sessions: Any, rename: bool = False) -> None:
+    """The classic demo's records of DOMAINS; `rename`: under ids no seed label knows, without domains."""
     needs, caps = demo_records()
     with session_scope(sessions) as session:
         for kind, rows in (("need", needs), ("capability", caps)):
@@ -230,7 +269,11 @@ def load_subset(sessions: Any) -> None:
                 domains = [row["domain"]] if kind == "need" else row["domains"]
                 if DOMAINS & set(domains):
                     data = dict(row)
-                    repository.upsert(session, kind, data.pop("id"), data)
+                    record_id = data.pop("id")
+                    if rename:
+                        record_id = f"X{record_id}"
+                        data.pop("domain", None), data.pop("domains", None)
+                    repository.upsert(session, kind, record_id, data)
 
 
 def wait_job(client: TestClient, job_id: str, timeout: float = 1800.0) -> dict[str, Any]:
@@ -274,13 +317,13 @@ def assert_consistent(client: TestClient) -> dict[str, Any]:
     return status
 
 
-def subset_settings(root: Path) -> Any:
+def subset_settings(root: Path, rename: bool = False) -> Any:
     """Settings of a service on SQLite whose database holds the two demo domains (DOMAINS)."""
     settings = make_settings(root, None, build_index_on_start=True, refresh_interval_s=0.2)
     settings.ensure_dirs()
     db = make_engine(settings.resolved_database_url)
     migrate(db)
-    load_subset(make_session_factory(db))
+    load_subset(make_session_factory(db), rename)
     db.dispose()
     return settings
 
@@ -312,8 +355,10 @@ def test_adaptation_activates_a_version_and_the_index_uses_it(adapted: tuple[Tes
     for key in ("base_model", "data", "pairs", "hyper_parameters", "metrics", "training", "decision"):
         assert manifest[key], key
     assert manifest["hyper_parameters"]["learning_rate"] == 2e-5
-    # Six labelled training needs on these two domains: too few to fit weights, the shipped ones serve.
+    # The weights weigh per-query z-scores and carry over: the shipped ones serve the adapted encoder.
     assert manifest["ranking"] is None and result["ranking"] is None
+    assert manifest["hyper_parameters"]["record_pairs"] == "passages"
+    assert {"pairs", "general"} <= {c["set"] for c in result["decision"]["checks"] if c["judged"]}
     need_id = client.get("/v1/needs", params={"limit": 1}).json()["items"][0]["id"]
     matches = client.get(f"/v1/needs/{need_id}/matches")
     assert matches.status_code == 200 and matches.json()["items"]
@@ -390,13 +435,14 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
 
     assert served_weights() == (shipped.bias, shipped.weights)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(adapt_ranking, "MIN_QUERIES", 1)  # fit on this subset's six training needs
-        job = run_adapt(client, {**TINY, "tolerance": 0.2})
+        patch.setattr(adapt_ranking, "MIN_QUERIES", 1)  # fit on this subset's few training needs
+        job = run_adapt(client, {**TINY, "tolerance": 0.2, "general_tolerance": 0.2, "refit_ranking": True})
     result = job["result"]
     assert job["status"] == "succeeded" and result["activated"], job
     stored = mv.read_manifest(root / result["version"])["ranking"]
     assert result["ranking"] == stored  # reported with the job's result
-    assert stored["info"]["queries"] == 6 and stored["info"]["model"] == result["model"]
+    assert stored["info"]["queries"] >= 1 and stored["info"]["model"] == result["model"]
+    assert stored["info"]["features"] == FEATURES
     assert (stored["bias"], stored["weights"]) != (shipped.bias, shipped.weights)
     # The guard judged the candidate's fused ranking with those weights, not the shipped ones.
     engine = engine_of(client)
@@ -418,6 +464,28 @@ def test_a_version_serves_with_the_weights_it_was_judged_with(adapted: tuple[Tes
     assert job["status"] == "succeeded" and job["result"]["active_version"] == first["version"], job
     assert served_weights() == (shipped.bias, shipped.weights)
     assert_consistent(client)
+
+
+@pytest.mark.slow
+def test_an_empty_request_adapts_a_deployment_without_labels(tmp_path: Path) -> None:
+    """`POST /v1/admin/adapt {}` on records no label knows: trained on their own leads, judged by
+    the label-free probes; the job ends with a decision either way, the service serving throughout."""
+    with TestClient(create_app(subset_settings(tmp_path, rename=True))) as client:
+        wait_ready(client)
+        job = run_adapt(client, {})
+        assert job["status"] == "succeeded", job["error"]
+        result = job["result"]
+        assert result["pairs"]["label_pairs"] == 0 and result["pairs"]["record_pairs"] > 0
+        checks = {c["set"]: c for c in result["decision"]["checks"]}
+        assert checks["pairs"]["judged"] and checks["general"]["judged"] and "labels" not in checks
+        assert result["decision"]["judged_by"] == "label-free probes"
+        assert result["activated"] == result["decision"]["accepted"]
+        if result["activated"]:
+            assert assert_consistent(client)["active_version"] == result["version"]
+        status = client.get("/v1/admin/index", headers=ADMIN_H).json()
+        assert status["auto_adapt"]["state"]["baseline_records"] == sum(
+            status["stored_counts"][k] for k in ("needs", "capabilities"))
+        assert status["auto_adapt"]["enabled"] is False  # the tests' settings switch it off
 
 
 @pytest.mark.slow

@@ -347,3 +347,56 @@ def test_records_without_domain_are_classified_and_a_given_domain_wins(tmp_path)
             assert dom["match_domains_predicted"] is (item["id"] == "C-auto-1")
             assert item["explanation"]["bias"] == (shipped.bias if dom["counted_in_score"] else shipped.untagged.bias)
         assert "C-auto-1" in {i["id"] for i in items}
+
+
+# ---- the seed records as reference examples ------------------------------------------------
+def write_seed(folder, rows_by_kind) -> None:  # noqa: ANN001
+    import json
+
+    for sub, rows in rows_by_kind.items():
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / sub / "x.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                              encoding="utf-8")
+
+
+def test_reference_examples_label_seed_records_and_leave_out_the_ones_being_classified(tmp_path):
+    from indexer.retrieval.reference import EXAMPLE_CHARS, ReferenceExamples, reference_records
+
+    write_seed(tmp_path / "seed", {
+        "needs": [{"id": "n1", "title": "森林 防火", "description": "森林" * 200, "domain": "forestry"},
+                  {"id": "n2", "title": "未标注", "description": "x"}],
+        "capabilities": [{"id": "c1", "title": "医院 导诊", "description": "医院", "domains": ["health", "drones"]}]})
+    records = reference_records([tmp_path / "seed"])
+    assert [r.id for r in records] == ["n1", "c1"]  # a record without domains is no example
+    assert len(records[0].text) == len("森林 防火。") + EXAMPLE_CHARS
+    reference = ReferenceExamples([tmp_path / "seed"])
+    encoder, codes = KeywordEncoder(), ["forestry", "drones", "health"]
+    assert reference.labelled(encoder, codes, wait=False) is None  # embedding starts in the background
+    deadline = time.monotonic() + 30
+    while not reference.ready(encoder, codes):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    vectors, labels = reference.labelled(encoder, codes)
+    assert vectors.shape == (2, encoder.dim)
+    assert labels.tolist() == [[True, False, False], [False, True, True]]
+    _, without = reference.labelled(encoder, codes, exclude={"c1"})
+    assert without.tolist() == [[True, False, False], [False, False, False]]
+    assert labels[1].any()  # excluding copies: the cached labels are untouched
+
+
+def test_classifying_uses_the_seed_examples_but_not_a_records_own(tmp_path, monkeypatch):
+    from indexer.retrieval import reference
+
+    write_seed(tmp_path / "seed", {"needs": [
+        {"id": f"s{i}", "title": "无人机 森林", "description": "无人机 森林 巡护", "domain": "drones"} for i in range(5)]})
+    monkeypatch.setattr(classify, "REFERENCE", reference.ReferenceExamples([tmp_path / "seed"]))
+    encoder, taxonomy = KeywordEncoder(), fake_taxonomy()
+    codes = list(taxonomy.domains)
+    parts = classify.reference_part(encoder, codes)
+    assert sum(p.count for p in parts) == 5
+    text = "无人机 森林"  # as much one domain's word as the other's: the examples decide
+    vector = encoder.encode_passages([text])
+    with_examples = DomainClassifier(encoder, SpaceTokenizer(), taxonomy, parts)
+    assert with_examples.predict_vectors(vector, [text])[0][0][0] == "drones"
+    own = classify.reference_part(encoder, codes, exclude={f"s{i}" for i in range(5)})
+    assert sum(p.count for p in own) == 0

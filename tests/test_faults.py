@@ -67,7 +67,8 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "SCENEMATCH_DATA_DIR": str(data_dir), "SCENEMATCH_ADMIN_TOKEN": ADMIN,
                     "SCENEMATCH_CLIENT_TOKENS": CLIENT, "SCENEMATCH_LOAD_DEMO": "false",
-                    "SCENEMATCH_REFRESH_INTERVAL_S": "0.5", "SCENEMATCH_LOG_LEVEL": "WARNING", **env}
+                    "SCENEMATCH_REFRESH_INTERVAL_S": "0.5", "SCENEMATCH_LOG_LEVEL": "WARNING",
+                    "SCENEMATCH_AUTO_ADAPT": "false", **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.base, timeout=120)
 

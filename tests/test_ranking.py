@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.adaptation import weights as adapt_ranking
-from indexer.ranking.hybrid import SIGNALS, RankingModel, RankingModels, best_passages
+from indexer.ranking.hybrid import FEATURES, SIGNALS, STANDARDIZED, RankingModel, RankingModels, best_passages, standardize
 from indexer.ranking.matching import Matcher
 from indexer.retrieval.segment import Filters
 from models import model_versions as mv
@@ -33,6 +33,27 @@ def test_best_passages_is_the_best_cosine_per_row_or_the_whole_text():
     assert best_passages(seg, rows[:0], vector, docs[rows[:0]] @ vector).shape == (0,)
 
 
+def test_signals_are_standardized_among_the_querys_candidates_and_raw_values_kept():
+    rng = np.random.default_rng(1)
+    features = {"dense": rng.normal(0.88, 0.02, 50), "passage": rng.normal(0.9, 0.02, 50),
+                "lexical": rng.uniform(0, 1, 50), "domain": rng.integers(0, 2, 50).astype(float)}
+    before = {k: v.copy() for k, v in features.items()}
+    standardize(features)
+    for name in STANDARDIZED:
+        assert np.allclose(features[f"{name}_raw"], before[name])
+        assert abs(features[name].mean()) < 1e-9 and abs(features[name].std() - 1.0) < 1e-9
+        assert (np.argsort(features[name]) == np.argsort(before[name])).all()  # order kept
+    assert np.array_equal(features["domain"], before["domain"]) and "domain_raw" not in features
+    # An encoder whose cosines sit elsewhere (an adapted one) gives the same z-scores.
+    moved = {**before, "dense": (before["dense"] - 0.88) * 5 + 0.35}
+    standardize(moved)
+    assert np.allclose(moved["dense"], features["dense"])
+    # One candidate, or all alike: nothing stands out.
+    flat = {"dense": np.full(3, 0.9), "passage": np.array([0.5]), "lexical": np.zeros(2)}
+    standardize(flat)
+    assert not flat["dense"].any() and not flat["passage"].any() and not flat["lexical"].any()
+
+
 # ---- weights per encoder ----------------------------------------------------------------------
 SHIPPED = RankingModel(weights=dict.fromkeys(SIGNALS, 1.0), bias=-1.0)
 
@@ -44,12 +65,17 @@ def version_with(root: Path, version: str, model: str, ranking: dict | None) -> 
 
 def test_a_model_version_ranks_with_its_own_weights_and_others_with_the_default(tmp_path: Path):
     root = tmp_path / "models"
-    own = RankingModel(weights={s: float(i + 2) for i, s in enumerate(SIGNALS)}, bias=-7.0, info={"fitted": True})
+    own = RankingModel(weights={s: float(i + 2) for i, s in enumerate(SIGNALS)}, bias=-7.0,
+                       info={"fitted": True, "features": FEATURES})
     version_with(root, "m1", "e5+m1@abc", own.to_dict())
     version_with(root, "m2", "e5+m2@def", None)  # judged with the shipped weights
+    # Weights fitted on raw cosines (before z-scores) must not multiply z-scores: the default serves.
+    raw_era = RankingModel(weights=dict.fromkeys(SIGNALS, 30.0), bias=-60.0, info={"fitted": True})
+    version_with(root, "m3", "e5+m3@ghi", raw_era.to_dict())
     models = RankingModels(SHIPPED, root)
-    assert models.for_model("e5+m1@abc") == own
+    assert models.for_model("e5+m1@abc") == own and models.source("e5+m1@abc") == "model_version"
     assert models.for_model("e5+m2@def") is SHIPPED
+    assert models.for_model("e5+m3@ghi") is SHIPPED and models.source("e5+m3@ghi") == "shipped"
     assert models.for_model("e5@base") is SHIPPED
     assert RankingModels(SHIPPED, tmp_path / "none").for_model("e5+m1@abc") is SHIPPED
     # Versions never change once committed: a name is read from disk once.
@@ -66,7 +92,8 @@ def test_matches_are_scored_and_explained_with_the_snapshot_models_weights(demo_
                                 limit=5, offset=0)
     assert page.ranking is shipped  # the base model: the shipped weights
 
-    lexical_only = RankingModel(weights={**dict.fromkeys(SIGNALS, 0.0), "lexical": 10.0}, bias=-3.0)
+    lexical_only = RankingModel(weights={**dict.fromkeys(SIGNALS, 0.0), "lexical": 10.0}, bias=-3.0,
+                                info={"features": FEATURES})
     version_with(tmp_path, "m1", engine.snapshot.model, lexical_only.to_dict())
     matcher.rankings = RankingModels(shipped, tmp_path)
     page = matcher.match_record("need", "N-smart_water-001", filters=None, include_restricted=False,
@@ -85,7 +112,8 @@ def test_weights_are_fitted_on_the_given_labels_only_when_there_are_enough(demo_
     labels = {(r["need_id"], r["capability_id"]): int(r["grade"]) for r in demo_labels()}
     fitted = adapt_ranking.fit(snapshot, labels)
     assert fitted is not None and set(fitted.weights) == set(SIGNALS)
-    assert fitted.weights["dense"] > 0 and fitted.weights["lexical"] > 0
+    assert fitted.weights["passage"] > 0 and fitted.weights["lexical"] > 0 and fitted.weights["dense"] == 0.0
+    assert fitted.info["features"] == FEATURES
     assert fitted.info["queries"] >= adapt_ranking.MIN_QUERIES and fitted.info["model"] == snapshot.model
     needs = sorted({n for n, _ in labels})[:adapt_ranking.MIN_QUERIES - 1]
     assert adapt_ranking.fit(snapshot, {k: g for k, g in labels.items() if k[0] in needs}) is None

@@ -199,7 +199,7 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
     if len(data.pairs) < 2 * config.batch_size:
         raise AdaptError(
             f"not enough training pairs: {len(data.pairs)} (need at least {2 * config.batch_size}); "
-            f"labelled pairs: {data.counts['label_pairs']} from feedback and demo labels"
+            f"labelled pairs: {data.counts['label_pairs']} from feedback and seed labels"
             + ("" if config.record_pairs != "none" else
                "; collect more feedback, or also train on the records' own pairs (record_pairs)"))
     version = mv.new_version_name()
@@ -208,7 +208,11 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
     active_name = engine.encoder.name
     try:
         mark = time.monotonic()
-        training = run_training(work, out, config.training_config(base.path), data.pairs,
+        training_config = config.training_config(base.path)
+        if training_config["gradient_checkpointing"] is None:
+            # Labelled pairs are whole record texts: memory, not speed, limits them.
+            training_config["gradient_checkpointing"] = data.counts["label_pairs"] > 0
+        training = run_training(work, out, training_config, data.pairs,
                                 _report(progress, 0.03, 0.55),
                                 timeout_s=config.max_seconds + CHILD_GRACE_S)
         timings["train_process_s"] = round(time.monotonic() - mark, 1)
@@ -220,7 +224,8 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
                                                  _report(progress, 0.58, 0.04))
         candidate_metrics = adapt_eval.evaluate_all(candidate, data.eval_sets,
                                                     _report(progress, 0.62, 0.13))
-        decision = adapt_eval.guard(candidate_metrics, active_metrics, config.tolerance)
+        tolerances = {"general": config.general_tolerance}
+        decision = adapt_eval.guard(candidate_metrics, active_metrics, config.tolerance, tolerances)
         timings["evaluate_s"] = round(time.monotonic() - mark, 1)
         manifest = {
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -255,7 +260,7 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
                 name = f"{rset.name}_served"
                 candidate_metrics[name] = adapt_eval.served_metrics(snapshot, rset, candidate_ranking)
                 active_metrics[name] = adapt_eval.served_metrics(current, rset, active_ranking)
-            final = adapt_eval.guard(candidate_metrics, active_metrics, config.tolerance)
+            final = adapt_eval.guard(candidate_metrics, active_metrics, config.tolerance, tolerances)
             manifest["decision"] = {**final, "stage": "served"}
             if final["accepted"]:
                 mv.commit_version(root, version, manifest)

@@ -1,15 +1,19 @@
 """Training pairs and held-out evaluation sets for encoder adaptation.
 
-Training pairs are labelled pairs (need → capability) from feedback and the demo labels,
-optionally plus the stored records' own pairs (title → description, or title → each
-passage of a long description; off by default, see AdaptConfig.record_pairs). A fixed,
-hash-based part of the records and of the labelled needs is held out and never trained
-on: the guard (indexer.adaptation.evaluate) scores the candidate and the serving model on it.
+Training pairs are the stored records' own pairs (by default title → the opening of the body,
+AdaptConfig.record_pairs) and, where there are any, labelled pairs (need → capability) from
+feedback and the seed corpora's labels. The own pairs need no labels: on real published records
+and on the realistic corpus they are what raised matching (docs/quality.md, "Encoder adaptation").
+A fixed, hash-based part of the records and of the labelled needs is held out and never trained
+on, not even as one side of a labelled pair: the guard (indexer.adaptation.evaluate) scores the
+candidate and the serving model on it, and on seed records the deployment does not hold
+("general": a check that the encoder keeps reading other records well).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +32,15 @@ from models.db import Feedback
 from models.taxonomy import SEED_DIR
 
 Progress = Callable[[float, str], None]
-DEMO_LABELS_DIR = SEED_DIR / "demo" / "labels"
+# Every seed corpus's labels: a deployment holding (part of) a seed corpus gets them for training
+# and judging; pairs whose records it does not hold are ignored.
+SEED_LABEL_DIRS = (SEED_DIR / "realistic" / "labels", SEED_DIR / "demo" / "labels")
+SEED_RECORD_DIRS = (SEED_DIR / "realistic", SEED_DIR / "demo")
+RECORD_PAIR_MODES = ("lead", "whole", "passages", "both", "none")
+# The opening of a body the "lead" pairs train on: about one passage of real records' text, the
+# part that says what the record is about before specs and boilerplate (measured: docs/quality.md).
+LEAD_CHARS = 300
+GENERAL_RECORDS = 300
 FEEDBACK_GRADES = {"irrelevant": 0, "relevant": 1, "contacted": 2, "deal": 3}
 POSITIVE_GRADE = 1  # feedback grade at or above which a pair is a positive
 DEMO_POSITIVE, DEMO_NEGATIVE = 2, 0  # grade-1 demo labels are "partly relevant": not trained on
@@ -50,30 +62,35 @@ class AdaptConfig:
     warmup_ratio: float = 0.1
     seed: int = 42
     max_seq_length: int = 256
+    # Frozen token embeddings: same matching quality, less memory and time (docs/quality.md).
     freeze_embeddings: bool = True
-    gradient_checkpointing: bool = True
+    # None: only when labelled pairs (full record texts, long) are trained on; the own pairs are short.
+    gradient_checkpointing: bool | None = None
     loss: str = "mnrl"  # or "mnrl_symmetric" (adds the passage → query direction)
     scale: float = 20.0
-    threads: int = 1
+    threads: int = 0  # 0: every core (the child runs at `nice`, so serving keeps priority)
     nice: int = 10
-    # Measured on the demo (docs/quality.md): the records' own pairs made matching worse and
-    # labelled pairs made it better, so by default only labelled pairs are trained on.
-    record_pairs: str = "none"  # "whole" | "passages" | "both" | "none" (see record_pairs)
+    record_pairs: str = "lead"  # one of RECORD_PAIR_MODES (see record_pairs)
     use_feedback: bool = True
     use_demo_labels: bool = True
     holdout_fraction: float = 0.1
     max_holdout_records: int = 300
     label_holdout_fraction: float = 0.5
     tolerance: float = 0.005
-    # Fit the ranking's weights to the new encoder's scores (adapt_ranking); measured to turn the
-    # adapted encoder's fused loss into a gain on the demo labels.
-    refit_ranking: bool = True
+    # The general probe may move more: it reads records of other deployments' shapes.
+    general_tolerance: float = 0.02
+    # Refit the ranking's weights to the new encoder on the training labels. Off: the weights weigh
+    # per-query z-scores and carry over to an adapted encoder (docs/quality.md, "Fusion").
+    refit_ranking: bool = False
 
     def training_config(self, base_path: str) -> dict[str, Any]:
         keys = ("batch_size", "learning_rate", "epochs", "warmup_ratio", "seed", "max_seq_length",
                 "freeze_embeddings", "gradient_checkpointing", "loss", "scale", "threads", "nice",
                 "max_seconds")
-        return {"base_path": base_path, **{k: getattr(self, k) for k in keys}}
+        out = {"base_path": base_path, **{k: getattr(self, k) for k in keys}}
+        if out["threads"] <= 0:
+            out["threads"] = os.cpu_count() or 1
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,12 +120,30 @@ def _order_key(key: str) -> str:
     return hashlib.sha256(f"scenematch-holdout-order\0{key}".encode()).hexdigest()
 
 
-def read_demo_labels(folder: Path = DEMO_LABELS_DIR) -> list[dict[str, Any]]:
+def _read_jsonl(folder: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted(folder.glob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
             out.extend(json.loads(line) for line in fh if line.strip())
     return out
+
+
+def read_demo_labels(folders: tuple[Path, ...] = SEED_LABEL_DIRS) -> list[dict[str, Any]]:
+    return [row for folder in folders for row in _read_jsonl(folder)]
+
+
+def general_set(stored: set[str], held_ids: set[str], limit: int = GENERAL_RECORDS) -> RetrievalSet:
+    """Seed records the deployment does not train on (not stored, or held out): title → own body
+    among their bodies. Independent of the deployment, so an encoder that forgets how to read
+    other records is caught even where the deployment's own probe cannot see it."""
+    rows = [r for folder in SEED_RECORD_DIRS for sub in ("needs", "capabilities")
+            for r in _read_jsonl(folder / sub)
+            if r.get("description") and (r["id"] not in stored or r["id"] in held_ids)]
+    rows = sorted(rows, key=lambda r: _order_key(f"general:{r['id']}"))[:limit]
+    return RetrievalSet("general", [r["title"] for r in rows], [r["description"] for r in rows],
+                        [{i: 1} for i in range(len(rows))],
+                        "seed records not trained on: title → own description among theirs",
+                        [r["id"] for r in rows])
 
 
 def read_feedback(session: Session) -> tuple[dict[tuple[str, str], int], int]:
@@ -122,12 +157,14 @@ def read_feedback(session: Session) -> tuple[dict[tuple[str, str], int], int]:
     return grades, last
 
 
-def record_pairs(doc: IndexDoc, mode: str = "passages") -> list[dict[str, str]]:
-    """A record's own pairs, by `mode`: "whole" (title → description), "passages" (title → each
-    passage of a long description), "both" (the whole description first, then its passages),
-    "none" (train on labelled pairs only)."""
+def record_pairs(doc: IndexDoc, mode: str = "lead") -> list[dict[str, str]]:
+    """A record's own pairs, by `mode`: "lead" (title → the first LEAD_CHARS characters of the
+    body), "whole" (title → body), "passages" (title → each passage of a long body), "both" (the
+    whole body first, then its passages), "none" (train on labelled pairs only)."""
     if not doc.body or mode == "none":
         return []
+    if mode == "lead":
+        return [{"anchor": doc.title, "positive": doc.body[:LEAD_CHARS]}]
     whole = [{"anchor": doc.title, "positive": doc.body}]
     if mode == "whole" or len(doc.passages) <= 1:
         return whole
@@ -195,21 +232,24 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
             labels[(row["need_id"], row["capability_id"])] = int(row["grade"])
 
     labelled_needs = {n for n, _ in labels} | {n for n, _ in feedback if n in needs}
-    labelled_caps = {c for _, c in labels} | {c for _, c in feedback}
     eval_needs = sorted(n for n in labelled_needs if held_out(n, config.label_holdout_fraction))
     docs = [*needs.values(), *caps.values()]
-    # Held-out records must not reappear in training, not even as a labelled pair's side.
-    unlabelled = [d for d in docs if d.body
-                  and d.id not in (labelled_needs if d.kind == NEED else labelled_caps)]
-    candidates = sorted(unlabelled, key=lambda d: _order_key(f"{d.kind}:{d.id}"))
+    # Held-out records are drawn from every record (a label-free deployment has nothing else);
+    # a labelled pair with a held-out side is then not trained on either.
+    candidates = sorted((d for d in docs if d.body and d.id not in set(eval_needs)),
+                        key=lambda d: _order_key(f"{d.kind}:{d.id}"))
     n_hold = min(config.max_holdout_records, max(5, round(config.holdout_fraction * len(docs))))
     hold_docs = candidates[:n_hold]
+    held_records = {d.id for d in hold_docs}
     excluded = {(NEED, n) for n in eval_needs} | {(d.kind, d.id) for d in hold_docs}
 
     held = set(eval_needs)
-    train_labels = {k: g for k, g in labels.items()
-                    if config.use_demo_labels and k[0] not in held}
-    train_feedback = {k: g for k, g in feedback.items() if config.use_feedback and k[0] not in held}
+
+    def trainable(key: tuple[str, str]) -> bool:
+        return key[0] not in held and key[0] not in held_records and key[1] not in held_records
+
+    train_labels = {k: g for k, g in labels.items() if config.use_demo_labels and trainable(k)}
+    train_feedback = {k: g for k, g in feedback.items() if config.use_feedback and trainable(k)}
     supervised = (labelled_pairs(train_labels, needs, caps, DEMO_POSITIVE, DEMO_NEGATIVE)
                   + labelled_pairs(train_feedback, needs, caps, POSITIVE_GRADE, 0))
     per_record = [record_pairs(d, config.record_pairs) for d in docs if (d.kind, d.id) not in excluded]
@@ -220,7 +260,8 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
                      [{i: 1} for i in range(len(hold_docs))],
                      "held-out records: title → own description among the held-out descriptions",
                      [f"{d.kind}:{d.id}" for d in hold_docs]),
-        _label_set("labels", "held-out demo labels: need → capabilities (graded 0/1/2)",
+        general_set(set(needs) | set(caps), held_records),
+        _label_set("labels", "held-out seed labels: need → capabilities (graded 0/1/2)",
                    labels, eval_needs, needs, caps),
         _label_set("feedback", "held-out feedback: need → capabilities (relevant/contacted/deal)",
                    feedback, eval_needs, needs, caps),
@@ -234,7 +275,8 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
         "sampled": len(pairs),
     }
     held_counts = {"records": len(hold_docs), "labelled_needs": len(eval_needs),
-                   "label_queries": len(eval_sets[1]), "feedback_queries": len(eval_sets[2])}
+                   "general_records": len(eval_sets[1]),
+                   "label_queries": len(eval_sets[2]), "feedback_queries": len(eval_sets[3])}
     return TrainingData(pairs, [s for s in eval_sets if len(s)], counts, watermark, feedback_seq,
                         held_counts, {**train_labels, **train_feedback})
 

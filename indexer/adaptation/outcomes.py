@@ -147,7 +147,7 @@ def run(root: Path, snapshot: Snapshot, grades: dict[tuple[str, str], int], labe
                   "index_version": snapshot.version, "previous_version": mv.active_version(root),
                   "served_weights": served.to_dict(), "version": None, "decision": "refused"}
         if candidate is not None:
-            candidate.info = {"fitted": True, "method": "赛马: refitted on feedback and scenario outcomes",
+            candidate.info = {**candidate.info, "fitted": True, "method": "赛马: refitted on feedback and scenario outcomes",
                               "date": dt.date.today().isoformat(), "model": snapshot.model}
             result["candidate_weights"] = candidate.to_dict()
         if outcome["accepted"] and candidate is not None:

@@ -1,8 +1,9 @@
 """Fusion weights for an adapted encoder, fitted to its own scores on the training labels.
 
-The shipped weights were fitted to the base model's cosines. Adapting the encoder moves them,
-and on the demo labels that turned a better dense signal into a worse fused ranking until the
-weights were fitted again (docs/quality.md, "Encoder adaptation"). The fit uses only the labels
+The ranking weighs per-query z-scores, so the shipped weights carry over to an adapted encoder
+(docs/quality.md, "Fusion"); where the deployment has enough labels (feedback, or the demo's),
+weights fitted to the adapted encoder's own signals may still fit it better, and the guard
+judges both. The fit uses only the labels
 the encoder may train on (the held-out half judges the result): a logistic regression of
 relevance on every candidate's signals, as `scenematch tune` fits, both directions, grade 2
 counted double. The fitted score stays a calibrated probability of relevance.
@@ -40,7 +41,7 @@ def fit(snapshot: Snapshot, grades: dict[tuple[str, str], int], c: float = 1.0) 
         return None  # no candidates, or one class only: nothing to fit
     x = np.vstack([x for x, _ in parts])
     model = fit_logistic(x, y, c)
-    model.info = {"fitted": True, "labels": "training half of the demo labels and feedback (both directions)",
+    model.info = {**model.info, "fitted": True, "labels": "training half of the demo labels and feedback (both directions)",
                   "queries": len(forward), "rows": int(len(y)), "C": c, "model": snapshot.model,
                   "date": dt.date.today().isoformat()}
     return model

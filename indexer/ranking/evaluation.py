@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ranx import Qrels, Run, evaluate
 
-from indexer.ranking.hybrid import SIGNALS, Query, RankingModel, candidate_features, rank
+from indexer.ranking.hybrid import FEATURES, SIGNALS, Query, RankingModel, query_candidates, rank
 from indexer.retrieval.engine import Snapshot
 
 
@@ -113,25 +113,36 @@ def paired_difference(a: dict[str, float], b: dict[str, float], rounds: int = 10
 
 
 # ---- training data for the fusion -----------------------------------------------------
+# The signals a fit may weigh. Dense gets weight 0: beside the passage signal (whose best passage
+# is the whole text for a short record) it added nothing measurable on any collection, and its
+# correlation with passage made the fitted weights unstable (docs/quality.md, "Ranking decisions").
+FITTED = ("passage", "lexical", "domain")
+
+
 def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Signals of every candidate the ranker considers, with the graded label (0 if unlabelled)."""
+    """Signals (SIGNALS order, standardized as ranked; domain NaN where unknown) of every candidate
+    the ranker considers, with the graded label (0 if unlabelled)."""
     xs, ys, groups = [], [], []
     for lq in queries:
         query = record_query(snapshot, lq.source_kind, lq.qid)
         if query is None:
             continue
         target = "capability" if lq.source_kind == "need" else "need"
-        for seg, rows, feats in candidate_features(snapshot, target, query, None, True, None):
-            for i, r in enumerate(rows):
-                xs.append([feats[s][i] for s in SIGNALS])
-                ys.append(lq.relevant.get(seg.ids[int(r)], 0))
-                groups.append(lq.qid)
-    return np.array(xs, dtype=np.float64), np.array(ys, dtype=np.int64), groups
+        found = query_candidates(snapshot, target, query, None, True, None)
+        if found is None:
+            continue
+        f = found.features
+        domain = np.where(f["domain_known"] > 0, f["domain"], np.nan)
+        xs.append(np.column_stack([domain if s == "domain" else f[s] for s in SIGNALS]))
+        ys.extend(lq.relevant.get(i, 0) for i in found.ids)
+        groups.extend([lq.qid] * len(found.ids))
+    x = np.vstack(xs) if xs else np.zeros((0, len(SIGNALS)))
+    return x, np.array(ys, dtype=np.int64), groups
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0,
                  sample_weight: np.ndarray | None = None) -> RankingModel:
-    """Logistic regression of "relevant (grade ≥ 1)" on the signals; grade 2 counts double.
+    """Logistic regression of "relevant (grade ≥ 1)" on the FITTED signals; grade 2 counts double.
 
     Fitted twice: on the pairs whose domain agreement is known (NaN: unknown), and on every
     pair without the domain signal, for pairs with a side that has no client-given domain.
@@ -150,15 +161,16 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0,
 
 def _fit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, c: float, without: str | None = None
          ) -> RankingModel:
-    """One logistic regression; the signal `without` gets weight 0 (its column is not read)."""
+    """One logistic regression; the signal `without` (and any not FITTED) gets weight 0."""
     from sklearn.linear_model import LogisticRegression
 
-    use = [i for i, s in enumerate(SIGNALS) if s != without]
+    use = [i for i, s in enumerate(SIGNALS) if s != without and s in FITTED]
     clf = LogisticRegression(C=c, max_iter=2000)
     clf.fit(x[:, use], target, sample_weight=weight)
     weights = dict.fromkeys(SIGNALS, 0.0)
     weights.update({SIGNALS[i]: round(float(w), 4) for i, w in zip(use, clf.coef_[0])})
-    return RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4))
+    return RankingModel(weights=weights, bias=round(float(clf.intercept_[0]), 4),
+                        info={"features": FEATURES, "fitted": list(FITTED), "rows": int(len(target))})
 
 
 def label_weight(y: np.ndarray) -> np.ndarray:
@@ -166,34 +178,15 @@ def label_weight(y: np.ndarray) -> np.ndarray:
     return np.where(y >= 2, 2.0, 1.0)
 
 
-def untagged_score(x: np.ndarray, relative: dict[str, float]) -> np.ndarray:
-    """The weighted sum of every signal but the domain one (rows of `x` in SIGNALS order)."""
-    return x @ np.array([0.0 if s == "domain" else relative[s] for s in SIGNALS])
-
-
-def platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Scale and bias that make sigmoid(scale·z + bias) a probability of relevance (grade ≥ 1)."""
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(max_iter=2000).fit(z[:, None], (y >= 1).astype(int), sample_weight=label_weight(y))
-    return float(clf.coef_[0][0]), float(clf.intercept_[0])
-
-
-def with_untagged_model(x: np.ndarray, y: np.ndarray) -> RankingModel:
-    """The shipped model with an `untagged` model added: its relative weights without the domain
-    signal, Platt-scaled (one scale, one bias) on the labelled pairs, as the shipped weights were."""
-    import datetime as dt
-
-    shipped = RankingModel.load()
-    relative = shipped.info.get("relative_weights") or shipped.weights
-    scale, bias = platt(untagged_score(np.nan_to_num(x), relative), y)
-    scale = round(scale, 4)
-    weights = {s: 0.0 if s == "domain" else round(scale * relative[s], 4) for s in SIGNALS}
-    shipped.untagged = RankingModel(weights=weights, bias=round(bias, 4), info={
-        "method": "the shipped relative weights without the domain signal, Platt-scaled on the demo labels "
-                  "(both directions)", "scale": scale, "rows": int(len(y)), "date": dt.date.today().isoformat(),
-        "command": "scenematch tune --untagged-only --save"})
-    return shipped
+def judged_share(queries: list[LabelledQuery], run: dict[str, dict[str, float]], judged: dict[str, set[str]],
+                 k: int = 10) -> float:
+    """Share of the top-k results that were judged (pooled labels): how far an nDCG can be trusted."""
+    shares = []
+    for q in queries:
+        top = sorted(run.get(q.qid, {}).items(), key=lambda kv: -kv[1])[:k]
+        if top:
+            shares.append(sum(t in judged.get(q.qid, set()) for t, _ in top) / len(top))
+    return float(np.mean(shares)) if shares else 0.0
 
 
 def folds(qids: list[str], k: int = 5, seed: int = 13) -> list[set[str]]:

@@ -16,7 +16,7 @@ from indexer.ranking.hybrid import SHOWN, Hit, RankingModel, contributions
 
 SIGNAL_LABELS = {
     "dense": "整体语义相似度", "passage": "最佳段落语义相似度", "lexical": "关键词匹配度(BM25)",
-    "domain": "领域一致", "rel": "与本次最佳结果的语义差距", "case": "已落地类似场景的语义相似度",
+    "domain": "领域一致", "case": "已落地类似场景的语义相似度",
 }
 UNKNOWN_DOMAIN_LABEL = "领域一致（一方领域未由发布方标注，不计入；得分按其余信号估计）"
 
@@ -138,7 +138,9 @@ def signal_table(model: RankingModel, hit: Hit) -> dict[str, Any]:
     table = {}
     unknown = not signals.get("domain_known", 1.0)
     for name in SHOWN:
-        raw = signals["lexical_raw"] if name == "lexical" else signals[name]
+        # Standardized signals: `raw` is the value as measured, `normalized` its z-score among
+        # this query's candidates (what the weight multiplies).
+        raw = signals.get(f"{name}_raw", signals[name])
         label = UNKNOWN_DOMAIN_LABEL if name == "domain" and unknown else SIGNAL_LABELS[name]
         table[name] = {
             "label": label, "raw": round(raw, 6), "normalized": round(signals[name], 6),

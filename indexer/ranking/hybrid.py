@@ -1,21 +1,25 @@
 """Hybrid ranking: candidates from the dense and lexical indexes, one calibrated score.
 
-Each candidate gets a few signals, every one of them in 0..1 or a cosine:
+Each candidate gets a few signals:
   dense    cosine of the query vector and the record's whole-text vector
   passage  best cosine of the query vector and any passage of the record
   lexical  BM25 over jieba tokens, divided by the score of the query against itself
   domain   1 when the two sides share a client-given domain of the taxonomy, else 0; unknown
            when a side has no client-given domain (none sent: predicted or pending)
-  rel      dense cosine minus the best dense cosine among this query's candidates
-and one piece of evidence, computed and shown for every candidate:
+The first three are standardized among the query's candidates (z-scores: minus their mean,
+divided by their standard deviation; the value as measured is kept as `<name>_raw`). Raw
+cosines live in a band whose place and width depend on the encoder (the base e5's sit near
+0.89 ± 0.02, an adapted one's near 0.35 ± 0.10), so weights fitted on raw cosines do not
+carry over to an adapted encoder; fitted on z-scores they do (docs/quality.md, "Fusion").
+And one piece of evidence, computed and shown for every candidate:
   case     the best cosine of the query with a scenario the capability (or its organization)
            delivered (indexer/retrieval/cases.py), 0 without one; it counts in the score only
            where the weights give it a weight (docs/quality.md, "Case evidence")
 The score is a logistic model of those signals:
   logit = bias + Σ weight_i · signal_i,  score = 1 / (1 + e^-logit)
 fitted on graded labels (`scenematch tune`), so a score reads as the estimated
-probability that a civil servant would judge the match relevant, the same for every
-query. A pair whose domain agreement is unknown is scored by the `untagged` model: the
+probability that a civil servant would judge the match relevant, given how it stands out
+among the query's candidates. A pair whose domain agreement is unknown is scored by the `untagged` model: the
 other signals fitted without the domain one, so an untagged record is neither pushed down
 as if its domain differed nor up as if it agreed (docs/quality.md, "Untagged records").
 The weights ship in ranking_weights.json beside this file; an adapted encoder version
@@ -38,7 +42,11 @@ from indexer.retrieval.segment import Filters, Segment
 from models import model_versions as mv
 
 WEIGHTS_FILE = Path(__file__).with_name("ranking_weights.json")
-SIGNALS = ("dense", "passage", "lexical", "domain", "rel")
+SIGNALS = ("dense", "passage", "lexical", "domain")
+STANDARDIZED = ("dense", "passage", "lexical")  # z-scored among each query's candidates
+# What the fitted weights expect to multiply; weights stored without it (older versions, fitted
+# on raw cosines) are not applied to z-scores: the shipped ones serve instead.
+FEATURES = "per-query z-scores v1"
 EVIDENCE = ("case",)  # computed and shown for every candidate; scored only where weighted
 SHOWN = SIGNALS + EVIDENCE
 DENSE_CANDIDATES = 100
@@ -121,14 +129,19 @@ class RankingModels:
         if self.ranking_root is not None:
             active = mv.active_version(self.ranking_root)
             learned = mv.read_manifest(self.ranking_root / active) if active else None
-            if learned and learned.get("model") == model_name and learned.get("ranking"):
+            if learned and learned.get("model") == model_name and fits(learned.get("ranking")):
                 return RankingModel.from_dict(learned["ranking"]), "learned"
         if self.root is not None:
             for manifest in mv.list_versions(self.root):
                 stored = manifest.get("ranking")
-                if manifest.get("model") == model_name and stored:
+                if manifest.get("model") == model_name and fits(stored):
                     return RankingModel.from_dict(stored), "model_version"
         return self.default, "shipped"
+
+
+def fits(stored: dict[str, Any] | None) -> bool:
+    """Whether stored weights were fitted on today's signals (see FEATURES)."""
+    return bool(stored) and stored.get("info", {}).get("features") == FEATURES
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray | float:
@@ -170,7 +183,7 @@ class Hit:
 
 @dataclass
 class CandidateTable:
-    features: dict[str, np.ndarray]  # every signal (and lexical_raw) of every candidate
+    features: dict[str, np.ndarray]  # every signal (and its `_raw` value) of every candidate
     ranks: dict[str, np.ndarray]  # 1-based rank of every candidate by each signal alone
 
 
@@ -206,8 +219,7 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
             lex_norm = snapshot.base[kind].lexical.max_score(query.tokens) or 1.0
         dense = seg.doc_vectors[rows] @ query.vector
         passage = best_passages(seg, rows, query.vector, dense)
-        lexical_raw = lex_scores[rows].astype(np.float64)
-        lexical = np.clip(lexical_raw / lex_norm, 0.0, 1.0)
+        lexical = np.clip(lex_scores[rows].astype(np.float64) / lex_norm, 0.0, 1.0)
         # Predicted domains are shown, not ranked on: a classifier error (about one in five)
         # would otherwise push good matches down (CSL dev: nDCG@10 0.991 vs 0.994). Where either
         # side has no client-given domain, agreement is unknown: NaN here (see rank()).
@@ -218,12 +230,47 @@ def candidate_features(snapshot: Snapshot, kind: str, query: Query, filters: Fil
             cols = [seg.domain_codes.index(c) for c in qdomains if c in seg.domain_codes]
             domain[known] = masks[known][:, cols].any(axis=1)
         out.append((seg, rows, {"dense": dense.astype(np.float64), "passage": passage.astype(np.float64),
-                                "lexical": lexical, "domain": domain, "lexical_raw": lexical_raw}))
-    if out:
-        best = max(float(f["dense"].max()) for _, _, f in out)
-        for _, _, f in out:
-            f["rel"] = f["dense"] - best
+                                "lexical": lexical, "domain": domain}))
     return out
+
+
+def standardize(features: dict[str, np.ndarray]) -> None:
+    """Z-score the STANDARDIZED signals of one query's candidates in place, keeping `<name>_raw`."""
+    for name in STANDARDIZED:
+        raw = features[name]
+        features[f"{name}_raw"] = raw
+        sd = float(raw.std())
+        # One candidate, or all alike: nothing stands out.
+        features[name] = (raw - raw.mean()) / sd if sd > 1e-9 else np.zeros_like(raw)
+
+
+@dataclass
+class Candidates:
+    """Every candidate of one query, over all segments, with its standardized signals."""
+
+    segments: list[Segment]
+    rows: np.ndarray
+    ids: list[str]
+    features: dict[str, np.ndarray]
+    parts: list[tuple[Segment, np.ndarray, dict[str, np.ndarray]]]
+
+
+def query_candidates(snapshot: Snapshot, kind: str, query: Query, filters: Filters | None = None,
+                     include_restricted: bool = False, default_statuses: tuple[str, ...] | None = None,
+                     ) -> Candidates | None:
+    parts = candidate_features(snapshot, kind, query, filters, include_restricted, default_statuses)
+    if not parts:
+        return None
+    names = list(parts[0][2])
+    features = {k: np.concatenate([f[k] for _, _, f in parts]) for k in names}
+    unknown = np.isnan(features["domain"])
+    features["domain"][unknown] = 0.0
+    features["domain_known"] = (~unknown).astype(np.float64)  # picks the model (untagged or not)
+    standardize(features)
+    return Candidates(segments=[seg for seg, r, _ in parts for _ in range(len(r))],
+                      rows=np.concatenate([r for _, r, _ in parts]),
+                      ids=[seg.ids[r] for seg, rs, _ in parts for r in rs.tolist()],
+                      features=features, parts=parts)
 
 
 def best_passages(seg: Segment, rows: np.ndarray, vector: np.ndarray, whole: np.ndarray) -> np.ndarray:
@@ -247,17 +294,11 @@ def rank(snapshot: Snapshot, kind: str, query: Query, model: RankingModel, *,
          filters: Filters | None = None, include_restricted: bool = False,
          default_statuses: tuple[str, ...] | None = None) -> list[Hit]:
     """All candidates, best first, with their signals and per-signal ranks."""
-    parts = candidate_features(snapshot, kind, query, filters, include_restricted, default_statuses)
-    if not parts:
+    found = query_candidates(snapshot, kind, query, filters, include_restricted, default_statuses)
+    if found is None:
         return []
-    names = list(parts[0][2])
-    features = {k: np.concatenate([f[k] for _, _, f in parts]) for k in names}
-    unknown = np.isnan(features["domain"])
-    features["domain"][unknown] = 0.0
-    features["domain_known"] = (~unknown).astype(np.float64)  # the explanation picks the model by it
-    rows = np.concatenate([r for _, r, _ in parts])
-    segments = [seg for seg, r, _ in parts for _ in range(len(r))]
-    ids = [seg.ids[r] for seg, rs, _ in parts for r in rs.tolist()]
+    features, rows, segments, ids, parts = found.features, found.rows, found.segments, found.ids, found.parts
+    unknown = features["domain_known"] == 0.0
     # Ties are broken by id ascending. An integer key per candidate, in id order, lets lexsort do
     # it; argsort is stable, so equal ids (should a record be in two segments) keep their order,
     # as Python's stable sort on (-value, id) did.

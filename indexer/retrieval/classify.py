@@ -10,7 +10,9 @@ Four scores per domain, from three kinds of evidence:
 Combined as P(domain) = softmax(Σ weight · feature), weights fitted by
 benchmarks/classify.py, so a score reads as a probability (the 20 sum to 1).
 Description similarity alone was right about half the time; labelled examples and key
-terms are what lift it (docs/quality.md).
+terms are what lift it (docs/quality.md). Besides the deployment's own records with
+client-given domains, the seed corpora's records serve as examples (indexer/retrieval/reference.py):
+most clients send no domains, and then they are the only examples there are.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.retrieval.documents import KINDS
 from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.reference import REFERENCE
 from indexer.retrieval.text import normalize
 from models.database import session_scope
 from models.repository import MODELS
@@ -355,17 +358,26 @@ def segment_examples(sessions: sessionmaker[Session], segments: Sequence[tuple[s
             for kind, seg, hidden in segments]
 
 
+def reference_part(encoder: Encoder, codes: Sequence[str], exclude: Iterable[str] = (),
+                   wait: bool = True) -> list[ExamplePart]:
+    """The seed records as examples (none while they are still being embedded and not `wait`)."""
+    found = REFERENCE.labelled(encoder, codes, exclude, wait=wait)
+    return [] if found is None else [ExamplePart(*found)]
+
+
 def classify_unlabelled(embedded: dict[str, Any], encoder: Encoder, tokenizer: Any,
                         sessions: sessionmaker[Session],
                         more_examples: Callable[[], Sequence[ExamplePart]] | None = None,
-                        redo_predicted: bool = False) -> int:
+                        redo_predicted: bool = False, wait_for_reference: bool = True) -> int:
     """Give every document without domains its predicted ones, in place, and store them.
 
     `embedded` maps a kind to its EmbeddedDocs (docs, doc_vectors, tokens); its documents
     with client-given domains are examples, with `more_examples()` (the served segments
     during a refresh). `redo_predicted`: documents whose domains were predicted before are
-    predicted again. Returns how many documents were classified; a failure is logged and
-    leaves the documents unclassified rather than stopping the indexing.
+    predicted again. The seed records are examples too, except those with the ids being classified;
+    `wait_for_reference`: embed them now if they are not yet (a full build), else go without
+    them this time (a refresh must not stall). Returns how many documents were classified; a
+    failure is logged and leaves the documents unclassified rather than stopping the indexing.
     """
     if not any(needs_prediction(d, redo_predicted) for e in embedded.values() for d in e.docs):
         return 0
@@ -374,6 +386,8 @@ def classify_unlabelled(embedded: dict[str, Any], encoder: Encoder, tokenizer: A
         codes = list(taxonomy.domains)
         parts = [examples_from_docs(e.docs, e.doc_vectors, codes) for e in embedded.values()]
         parts += list(more_examples() if more_examples else ())
+        own_ids = {d.id for e in embedded.values() for d in e.docs}
+        parts += reference_part(encoder, codes, own_ids, wait=wait_for_reference)
         classifier = DomainClassifier(encoder, tokenizer, taxonomy, parts)
         predictions = [p for kind, e in embedded.items()
                        for p in predict_missing(classifier, kind, e.docs, e.doc_vectors, e.tokens, redo_predicted)]
@@ -392,18 +406,23 @@ class SnapshotClassifier:
         self._lock = threading.Lock()
         self._for: Any = None
         self._classifier: DomainClassifier | None = None
+        self._with_reference = False
 
     def get(self) -> DomainClassifier:
         snap = self.engine.snapshot
         if snap is None:
             raise RuntimeError("no index is loaded")
         with self._lock:
-            if self._for is not snap or self._classifier is None:
+            encoder = getattr(snap, "encoder", None) or self.engine.encoder
+            codes = list(self.taxonomy.domains)
+            # Rebuilt after a swap, and once the reference examples are ready (they are embedded
+            # in the background, so the first request after a start is not held up by them).
+            with_reference = REFERENCE.ready(encoder, codes)
+            if self._for is not snap or self._classifier is None or with_reference != self._with_reference:
                 triples = [(k, snap.base[k], snap.tombstones[k]) for k in KINDS]
                 triples += [(k, snap.delta[k], None) for k in KINDS]
-                encoder = getattr(snap, "encoder", None) or self.engine.encoder
-                self._classifier = DomainClassifier(
-                    encoder, self.engine.tokenizer, self.taxonomy,
-                    segment_examples(self.engine.sessions, triples))
-                self._for = snap
+                parts = segment_examples(self.engine.sessions, triples)
+                parts += reference_part(encoder, codes, wait=False)
+                self._classifier = DomainClassifier(encoder, self.engine.tokenizer, self.taxonomy, parts)
+                self._for, self._with_reference = snap, with_reference
             return self._classifier

@@ -318,7 +318,7 @@ class SearchEngine:
             served = [(k, snap.base[k], tombstones[k]) for k in KINDS]
             classify.classify_unlabelled(
                 embedded, self.encoder, self.tokenizer, self.sessions,
-                lambda: classify.segment_examples(self.sessions, served))
+                lambda: classify.segment_examples(self.sessions, served), wait_for_reference=False)
             for kind in KINDS:
                 delta[kind] = builder.segment_from(kind, embedded[kind], self.domain_codes,
                                                    reference=snap.base[kind])

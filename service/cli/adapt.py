@@ -7,7 +7,10 @@ from typing import Any
 
 import typer
 
+from indexer.adaptation import data as adapt_data
 from service.cli.common import configure_logging, ops_state, print_json
+
+D = adapt_data.AdaptConfig()  # the CLI's defaults are the API's (`POST /v1/admin/adapt {}`)
 
 RESTART_NOTE = "运行中的服务在下次启动时加载新模型 (a running service loads it at its next start; " \
                "use POST /v1/admin/adapt to adapt a running service in place)"
@@ -75,20 +78,22 @@ def _metrics_table(result: dict[str, Any]) -> Any:
 
 
 def adapt_command(
-    max_pairs: int = typer.Option(2000, min=32, help="Most training pairs"),
-    max_seconds: float = typer.Option(900, min=10, help="Training time budget (s)"),
-    learning_rate: float = typer.Option(2e-5, "--lr", min=1e-8, max=1e-2),
-    epochs: float = typer.Option(1.0, min=0.01, max=10),
-    batch_size: int = typer.Option(16, min=4, max=128),
-    seed: int = typer.Option(42, min=0),
-    loss: str = typer.Option("mnrl", help="mnrl | mnrl_symmetric"),
-    freeze_embeddings: bool = typer.Option(True, "--freeze-embeddings/--train-embeddings"),
-    record_pairs: str = typer.Option("none", help="Also train on the records' own pairs: passages | whole "
-                                                  "| both; none = labelled pairs only"),
-    use_feedback: bool = typer.Option(True, "--feedback/--no-feedback"),
-    use_demo_labels: bool = typer.Option(True, "--demo-labels/--no-demo-labels"),
-    tolerance: float = typer.Option(0.005, min=0, max=0.2, help="Largest nDCG@10 drop still accepted"),
-    refit_ranking: bool = typer.Option(True, "--refit-ranking/--shipped-ranking",
+    max_pairs: int = typer.Option(D.max_pairs, min=32, help="Most training pairs"),
+    max_seconds: float = typer.Option(D.max_seconds, min=10, help="Training time budget (s)"),
+    learning_rate: float = typer.Option(D.learning_rate, "--lr", min=1e-8, max=1e-2),
+    epochs: float = typer.Option(D.epochs, min=0.01, max=10),
+    batch_size: int = typer.Option(D.batch_size, min=4, max=128),
+    seed: int = typer.Option(D.seed, min=0),
+    loss: str = typer.Option(D.loss, help="mnrl | mnrl_symmetric"),
+    freeze_embeddings: bool = typer.Option(D.freeze_embeddings, "--freeze-embeddings/--train-embeddings"),
+    record_pairs: str = typer.Option(D.record_pairs, help="The records' own pairs: lead (title → opening of "
+                                     "the description) | whole | passages | both | none (labelled pairs only)"),
+    use_feedback: bool = typer.Option(D.use_feedback, "--feedback/--no-feedback"),
+    use_demo_labels: bool = typer.Option(D.use_demo_labels, "--demo-labels/--no-demo-labels"),
+    tolerance: float = typer.Option(D.tolerance, min=0, max=0.2, help="Largest nDCG@10 drop still accepted"),
+    general_tolerance: float = typer.Option(D.general_tolerance, min=0, max=0.2,
+                                            help="Largest drop on the seed records' probe still accepted"),
+    refit_ranking: bool = typer.Option(D.refit_ranking, "--refit-ranking/--shipped-ranking",
                                        help="Fit the ranking's weights to the new encoder on the training labels"),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON"),
 ) -> None:
@@ -100,13 +105,14 @@ def adapt_command(
 
     if loss not in ("mnrl", "mnrl_symmetric"):
         raise typer.BadParameter("--loss takes mnrl or mnrl_symmetric")
-    if record_pairs not in ("passages", "whole", "both", "none"):
-        raise typer.BadParameter("--record-pairs takes passages, whole, both or none")
+    if record_pairs not in adapt_data.RECORD_PAIR_MODES:
+        raise typer.BadParameter("--record-pairs takes " + ", ".join(adapt_data.RECORD_PAIR_MODES))
     config = adapt.AdaptConfig(max_pairs=max_pairs, max_seconds=max_seconds, learning_rate=learning_rate,
                                epochs=epochs, batch_size=batch_size, seed=seed, loss=loss,
                                freeze_embeddings=freeze_embeddings, record_pairs=record_pairs,
                                use_feedback=use_feedback,
                                use_demo_labels=use_demo_labels, tolerance=tolerance,
+                               general_tolerance=general_tolerance,
                                refit_ranking=refit_ranking)
     settings = Settings()
     base = adapt.BaseModel.resolve(settings.embedding_model, settings.cache_dir)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from service.cli.common import ops_state, print_json
@@ -16,16 +17,18 @@ DOCS_QUALITY = Path(__file__).resolve().parents[2] / "docs" / "quality.md"
 SECTION = "## Ranking"
 
 
-def engine_with(records: tuple[list[dict[str, Any]], ...] | None, data_dir: Path):  # noqa: ANN202
+def engine_with(records: tuple[list[dict[str, Any]], ...] | None, data_dir: Path,
+                embedding_model: str | None = None):  # noqa: ANN202
     """A real engine on a fresh SQLite database holding `records`: (needs, capabilities) or (needs,
-    capabilities, scenarios); None: the demo corpus."""
+    capabilities, scenarios); None: the classic demo corpus."""
     from models import repository
     from models.database import session_scope
     from service.app import init_state
     from service.search import open_engine
     from service.settings import Settings
 
-    state = init_state(Settings(data_dir=data_dir, load_demo=records is None, build_index_on_start=False))
+    state = init_state(Settings(data_dir=data_dir, load_demo=records is None, demo_corpus="classic",
+                                build_index_on_start=False, auto_adapt=False, embedding_model=embedding_model))
     if records is not None:
         with session_scope(state.sessions) as session:
             for kind, rows in zip(("need", "capability", "scenario"), records):
@@ -37,36 +40,101 @@ def engine_with(records: tuple[list[dict[str, Any]], ...] | None, data_dir: Path
     return engine
 
 
-def _table(results: dict[str, dict[str, float]]) -> str:
+def seed_corpus(name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A seed corpus's needs, capabilities and graded labels."""
+    from service import demo
+
+    folder = demo.SEED_CORPORA[name]
+    needs, caps = demo.demo_records(folder)
+    return needs, caps, demo.demo_labels(folder)
+
+
+def seed_corpus_engine(name: str, data_dir: Path, as_clients_send: bool = False,
+                       embedding_model: str | None = None):  # noqa: ANN202
+    """A real engine on a seed corpus; `as_clients_send`: its records stored without domains."""
+    from service.demo import untagged
+
+    needs, caps, _ = seed_corpus(name)
+    if as_clients_send:
+        needs, caps = [untagged(r) for r in needs], [untagged(r) for r in caps]
+    return engine_with((needs, caps), data_dir, embedding_model)
+
+
+def _table(results: dict[str, dict[str, float]], extra: dict[str, float] | None = None) -> str:
     from indexer.ranking.evaluation import METRICS
 
-    lines = ["| system | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    extra = extra or {}
+    head = "| system | " + " | ".join(METRICS) + (" | judged@10 |" if extra else " |")
+    lines = [head, "|---" * (len(METRICS) + 1 + bool(extra)) + "|"]
     for name, metrics in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |")
+        judged = f" {extra[name]:.2f} |" if name in extra else (" – |" if extra else "")
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |" + judged)
     return "\n".join(lines)
 
 
-def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool) -> dict[str, Any]:
+def _corpus_block(snap: Any, labels: list[dict[str, Any]], reverse: bool, model: Any, cv: bool) -> dict[str, Any]:
+    from indexer.ranking import evaluation as ev
+
+    queries = ev.demo_queries(labels, reverse=reverse)
+    runs = ev.runs_for(snap, queries, model)
+    if cv:
+        runs["shipped (5-fold CV weights)"] = ev.cross_validated_runs(snap, queries)
+    judged: dict[str, set[str]] = {}
+    for row in labels:
+        q, t = (row["capability_id"], row["need_id"]) if reverse else (row["need_id"], row["capability_id"])
+        judged.setdefault(q, set()).add(t)
+    ndcg = {name: ev.per_query(queries, run) for name, run in runs.items()}
+    return {"queries": len(queries), "results": ev.score_runs(queries, runs),
+            "judged": {name: ev.judged_share(queries, run, judged) for name, run in runs.items()},
+            "paired": {f"shipped − {other}": ev.paired_difference(ndcg["shipped"], ndcg[other])
+                       for other in ("dense", "lexical")}}
+
+
+def classification_accuracy(engine: Any, needs: list[dict[str, Any]], caps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Top-1 / top-3 of the domains the service predicted for records sent without them (the
+    writers' domains as gold: a need's one, any of a capability's)."""
+    from models import repository
+    from models.database import session_scope
+    from service.demo import gold_domains
+
+    out: dict[str, Any] = {}
+    with session_scope(engine.sessions) as session:
+        for kind, rows in (("need", needs), ("capability", caps)):
+            top1 = top3 = 0
+            for row in rows:
+                stored = repository.get(session, kind, row["id"])
+                ranked = [d["code"] for d in (stored.domain_scores or [])] if stored is not None else []
+                gold = set(gold_domains(row))
+                top1 += bool(ranked[:1] and ranked[0] in gold)
+                top3 += bool(gold & set(ranked[:3]))
+            out[kind] = {"records": len(rows), "top1": top1 / max(1, len(rows)), "top3": top3 / max(1, len(rows))}
+    n = sum(v["records"] for v in out.values())
+    out["all"] = {"records": n, "top1": sum(v["top1"] * v["records"] for v in out.values()) / max(1, n),
+                  "top3": sum(v["top3"] * v["records"] for v in out.values()) / max(1, n)}
+    return out
+
+
+def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool,
+                 corpora: tuple[str, ...] = ("realistic", "classic")) -> dict[str, Any]:
     from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import RankingModel
-    from service.demo import demo_labels
 
     model = RankingModel.load()
-    out: dict[str, Any] = {"weights": {"weights": model.weights, "bias": model.bias}}
+    out: dict[str, Any] = {"weights": model.to_dict()}
     with tempfile.TemporaryDirectory(prefix="scenematch-eval-") as tmp:
-        engine = engine_with(None, Path(tmp) / "demo")
-        snap = engine.snapshot
-        labels = demo_labels()
-        for name, reverse in (("demo need→capability", False), ("demo capability→need", True)):
-            queries = ev.demo_queries(labels, reverse=reverse)
-            runs = ev.runs_for(snap, queries, model)
-            if cv:
-                runs["shipped (5-fold CV weights)"] = ev.cross_validated_runs(snap, queries)
-            out[name] = {"queries": len(queries), "results": ev.score_runs(queries, runs)}
-        engine.close()
+        for name in corpora:
+            # The realistic corpus as clients send records (without domains); the classic one tagged, as written.
+            untagged = name == "realistic"
+            needs, caps, labels = seed_corpus(name)
+            engine = seed_corpus_engine(name, Path(tmp) / name, as_clients_send=untagged)
+            how = "sent without domains" if untagged else "with their domains"
+            for direction, reverse in (("need→capability", False), ("capability→need", True)):
+                out[f"{name} {direction}, {how}"] = _corpus_block(engine.snapshot, labels, reverse, model, cv)
+            if untagged:
+                out["classification"] = classification_accuracy(engine, needs, caps)
+            engine.close()
         if csl is not None:
-            pairs = ev.read_csl(csl, csl_limit)
-            needs, caps, queries = ev.csl_records(pairs)
+            needs, caps, queries = ev.csl_records(ev.read_csl(csl, csl_limit))
             engine = engine_with((needs, caps), Path(tmp) / "csl")
             runs = ev.runs_for(engine.snapshot, queries, model)
             out[f"CSL {csl.name}"] = {"queries": len(queries), "results": ev.score_runs(queries, runs)}
@@ -77,12 +145,22 @@ def evaluate_all(csl: Path | None, csl_limit: int | None, cv: bool) -> dict[str,
 def render(results: dict[str, Any], command: str) -> str:
     parts = [SECTION, "", f"Measured {dt.date.today().isoformat()} with `{command}`.", ""]
     w = results["weights"]
-    parts.append("Shipped weights: " + ", ".join(f"{k} {v:+.3f}" for k, v in w["weights"].items())
-                 + f", bias {w['bias']:+.3f}.")
+    parts.append("Shipped weights (on per-query z-scores): " + ", ".join(
+        f"{k} {v:+.3f}" for k, v in w["weights"].items()) + f", bias {w['bias']:+.3f}; for pairs whose domain "
+        "agreement is unknown: " + ", ".join(f"{k} {v:+.3f}" for k, v in (w.get("untagged") or w)["weights"].items())
+        + f", bias {(w.get('untagged') or w)['bias']:+.3f}.")
     for name, block in results.items():
-        if name == "weights":
+        if name in ("weights", "classification"):
             continue
-        parts += ["", f"### {name} ({block['queries']} queries)", "", _table(block["results"])]
+        parts += ["", f"### {name} ({block['queries']} queries)", "", _table(block["results"], block.get("judged"))]
+        for label, d in block.get("paired", {}).items():
+            parts.append(f"\n{label}: {d['mean']:+.4f} nDCG@10, 95% interval [{d['low']:+.4f}, {d['high']:+.4f}] "
+                         f"(paired bootstrap over {d['queries']} queries)")
+    if "classification" in results:
+        c = results["classification"]
+        parts += ["", "### Domain classification, realistic corpus sent without domains", "",
+                  "| records | n | top-1 | top-3 |", "|---|---|---|---|"]
+        parts += [f"| {k} | {v['records']} | {v['top1']:.3f} | {v['top3']:.3f} |" for k, v in c.items()]
     return "\n".join(parts) + "\n"
 
 
@@ -103,7 +181,8 @@ def replace_section(doc: Path, section: str, body: str) -> None:
 def eval_command(
     csl: Path = typer.Option(None, help="A file in the CSL title→abstract layout (optional)"),
     csl_limit: int = typer.Option(None, help="Use only the first N CSL pairs"),
-    cv: bool = typer.Option(True, help="Also report cross-validated fitted weights on the demo labels"),
+    corpus: list[str] = typer.Option(["realistic", "classic"], help="Seed corpora to measure on"),
+    cv: bool = typer.Option(True, help="Also report cross-validated fitted weights on each corpus's labels"),
     write: bool = typer.Option(False, help=f"Write the results into {DOCS_QUALITY.name}"),
     feedback: bool = typer.Option(False, "--feedback",
                                   help="Instead: how past recommendations fared (users' feedback)"),
@@ -112,75 +191,66 @@ def eval_command(
     if feedback:
         feedback_report_command(ks="1,3,5,10", as_json=False)
         return
-    results = evaluate_all(csl, csl_limit, cv)
-    command = "scenematch eval" + (f" --csl {csl}" if csl else "") + (" --write" if write else "")
+    unknown = [c for c in corpus if c not in ("realistic", "classic")]
+    if unknown:
+        raise typer.BadParameter(f"--corpus takes realistic or classic, not {', '.join(unknown)}")
+    results = evaluate_all(csl, csl_limit, cv, tuple(corpus))
+    command = ("scenematch eval" + "".join(f" --corpus {c}" for c in corpus)
+               + (f" --csl {csl}" if csl else "") + (" --write" if write else ""))
     text = render(results, command)
     typer.echo(text)
     if write:
         replace_section(DOCS_QUALITY, SECTION, text)
 
 
-def demo_training_parts(data_dir: Path) -> list[tuple[Any, Any, list[str]]]:
-    """Every demo-labelled query's candidates with their signals and grades, need→capability then
-    capability→need (`training_rows`), on a fresh demo index in `data_dir`."""
+def training_parts(data_dir: Path, corpora: tuple[str, ...] = ("realistic", "classic"),
+                   csl: Path | None = None) -> list[tuple[str, Any, Any]]:
+    """(source, signals, grades) of every labelled query's candidates, both directions, per collection."""
     from indexer.ranking import evaluation as ev
-    from service.demo import demo_labels
 
-    engine = engine_with(None, data_dir)
-    try:
-        return [ev.training_rows(engine.snapshot, ev.demo_queries(demo_labels(), reverse=r)) for r in (False, True)]
-    finally:
-        engine.close()
+    out = []
+    for name in corpora:
+        _, _, labels = seed_corpus(name)
+        engine = seed_corpus_engine(name, data_dir / name)
+        try:
+            rows = [ev.training_rows(engine.snapshot, ev.demo_queries(labels, reverse=r)) for r in (False, True)]
+        finally:
+            engine.close()
+        out.append((f"data/seed/{'demo' if name == 'classic' else name}/labels (both directions)",
+                    np.vstack([r[0] for r in rows]), np.concatenate([r[1] for r in rows])))
+    if csl is not None:
+        needs, caps, queries = ev.csl_records(ev.read_csl(csl))
+        engine = engine_with((needs, caps), data_dir / "csl")
+        try:
+            x, y, _ = ev.training_rows(engine.snapshot, queries)
+        finally:
+            engine.close()
+        out.append((f"CSL {csl.name}", x, y))
+    return out
 
 
 def tune_command(
     csl: Path = typer.Option(None, help="Also fit on a CSL title→abstract file (dev split only)"),
+    corpus: list[str] = typer.Option(["realistic", "classic"], help="Seed corpora whose labels to fit on"),
     c: float = typer.Option(1.0, help="Inverse regularisation strength of the logistic model"),
     save: bool = typer.Option(False, help="Write the fitted weights to indexer/ranking/ranking_weights.json"),
-    untagged_only: bool = typer.Option(False, "--untagged-only",
-                                       help="Keep the shipped weights; fit only the model for pairs whose "
-                                            "domain agreement is unknown: the shipped relative weights without "
-                                            "the domain signal, Platt-scaled on the demo labels"),
 ) -> None:
-    """Fit the ranking's logistic weights on the demo labels (both directions) and CSL dev.
+    """Fit the ranking's logistic weights on the seed corpora's labels (both directions) and CSL dev.
 
-    Each collection gets the same total weight, so the larger one cannot dictate the
-    balance between the dense and lexical signals.
+    Each collection gets the same total weight, so the largest cannot dictate the balance of the signals.
     """
-    import numpy as np
-
     from indexer.ranking import evaluation as ev
 
-    xs, ys, ws, sources = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="scenematch-tune-") as tmp:
-        parts = demo_training_parts(Path(tmp) / "demo")
-        x = np.vstack([p[0] for p in parts])
-        if untagged_only:
-            shipped = ev.with_untagged_model(x, np.concatenate([p[1] for p in parts]))
-            typer.echo(json.dumps(shipped.untagged.to_dict(), ensure_ascii=False, indent=2))
-            if save:
-                shipped.save()
-            return
-        xs.append(x)
-        ys.append(np.concatenate([p[1] for p in parts]))
-        sources.append("data/seed/demo/labels (both directions)")
-        if csl is not None:
-            needs, caps, queries = ev.csl_records(ev.read_csl(csl))
-            engine = engine_with((needs, caps), Path(tmp) / "csl")
-            x_csl, y_csl, _ = ev.training_rows(engine.snapshot, queries)
-            engine.close()
-            xs.append(x_csl)
-            ys.append(y_csl)
-            sources.append(f"CSL {csl.name}")
-    for x in xs:
-        ws.append(np.full(len(x), 1.0 / len(x)))
-    weights = np.concatenate(ws) * sum(len(x) for x in xs) / len(xs)
-    model = ev.fit_logistic(np.vstack(xs), np.concatenate(ys), c, sample_weight=weights)
-    model.info = {"fitted": True, "labels": sources, "C": c, "rows": int(sum(len(y) for y in ys)),
-                  "date": dt.date.today().isoformat(), "command": "scenematch tune"
+        parts = training_parts(Path(tmp), tuple(corpus), csl)
+    xs = [x for _, x, _ in parts]
+    weights = np.concatenate([np.full(len(x), 1.0 / len(x)) for x in xs]) * sum(len(x) for x in xs) / len(xs)
+    model = ev.fit_logistic(np.vstack(xs), np.concatenate([y for _, _, y in parts]), c, sample_weight=weights)
+    model.info = {**model.info, "labels": [source for source, _, _ in parts], "C": c,
+                  "date": dt.date.today().isoformat(),
+                  "command": "scenematch tune" + "".join(f" --corpus {n}" for n in corpus)
                   + (" --csl <dev split>" if csl else "") + " --save"}
-    typer.echo(json.dumps({"weights": model.weights, "bias": model.bias, "info": model.info},
-                          ensure_ascii=False, indent=2))
+    typer.echo(json.dumps(model.to_dict(), ensure_ascii=False, indent=2))
     if save:
         model.save()
 

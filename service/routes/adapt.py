@@ -11,7 +11,7 @@ from indexer.adaptation import adapt
 from indexer.adaptation.weights import MIN_QUERIES
 from indexer.retrieval.engine import SearchEngine
 from models import model_versions as mv
-from service import search
+from service import auto_adapt, search
 from service.deps import StateDep, require_admin
 from service.errors import ApiError
 from service.jobs import JobConflict, JobContext
@@ -41,13 +41,17 @@ class AdaptRequest(StrictModel):
     loss: Literal["mnrl", "mnrl_symmetric"] = DEFAULTS.loss
     freeze_embeddings: bool = Field(DEFAULTS.freeze_embeddings,
                                     description="Keep the vocabulary table fixed (about 1 GB less memory)")
-    record_pairs: Literal["passages", "whole", "both", "none"] = Field(
-        DEFAULTS.record_pairs, description="The records' own pairs: title → each passage of the "
-        "description, title → whole description, both, or none (labelled pairs only)")
+    record_pairs: Literal["lead", "whole", "passages", "both", "none"] = Field(
+        DEFAULTS.record_pairs, description="The records' own pairs: lead (title → the opening of the "
+        "description, the default), whole (title → whole description), passages (title → each passage), both "
+        "(whole and passages), or none (labelled pairs only)")
     use_feedback: bool = DEFAULTS.use_feedback
     use_demo_labels: bool = DEFAULTS.use_demo_labels
     tolerance: float = Field(DEFAULTS.tolerance, ge=0, le=0.2,
                              description="Largest nDCG@10 drop on a held-out set still counted as not losing")
+    general_tolerance: float = Field(DEFAULTS.general_tolerance, ge=0, le=0.2,
+                                     description="The same for the probe on seed records the deployment does "
+                                                 "not train on")
     refit_ranking: bool = Field(DEFAULTS.refit_ranking,
                                 description="Fit the ranking's signal weights to the new encoder's scores on "
                                             "the training labels (kept with the version; at least "
@@ -113,7 +117,11 @@ def start_adaptation(state: StateDep, response: Response,
     base = _base(state)
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        return adapt.adapt(engine, base, config, progress=ctx.progress)
+        records = sum(engine.snapshot.counts().get(k, 0) for k in ("needs", "capabilities"))
+        result = adapt.adapt(engine, base, config, progress=ctx.progress)
+        # The next automatic adaptation counts growth from here.
+        auto_adapt.record_run(state.settings.data_dir, records, result, "api")
+        return result
 
     return _submit(state, response, "adapt", config.to_dict(), run)
 
