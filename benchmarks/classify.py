@@ -1,6 +1,11 @@
 """Measure domain classification on the demo corpus, each component alone and combined.
 
     python -m benchmarks.classify [--holdout 0.3] [--seed 7] [--splits 5]
+    python -m benchmarks.classify --realistic
+
+`--realistic`: the realistic corpus's records classified as if sent without domains (no example of
+their own), with the taxonomy alone and with the seed records as reference examples (the service's
+indexer/retrieval/reference.py), the record's own id always left out.
 
 A stratified part of the demo needs and capabilities (by their first domain) is held out
 of the labelled examples and classified, over several random splits. The combination
@@ -199,6 +204,51 @@ def shipped_constants(data: SimpleNamespace, seed: int) -> tuple[dict, dict, flo
     return weights, zero, float(thresholds[int(np.argmax(f1s))]), max(f1s)
 
 
+def realistic_report(args: argparse.Namespace) -> None:
+    from indexer.retrieval.reference import SEED_RECORD_DIRS, ReferenceExamples
+    from models.taxonomy import SEED_DIR
+    from service.demo import REALISTIC_DIR, demo_records, gold_domains  # bench only
+
+    taxonomy, tokenizer = default_taxonomy(), get_tokenizer()
+    codes = list(taxonomy.domains)
+    encoder = CachedEncoder(load_encoder(args.model, args.cache_dir),
+                            EmbeddingCache(args.cache_dir / "embeddings.sqlite"))
+    needs, caps = demo_records(REALISTIC_DIR)
+    records = [("need", r) for r in needs] + [("capability", r) for r in caps]
+    docs = [doc_from_row(kind, SimpleNamespace(**{"cases": None, "status": "", "org_type": "", **r,
+                                                  "domain": None, "domains": []}), tokenizer)
+            for kind, r in records]
+    texts = [d.full_text for d in docs]
+    vectors = encoder.encode_passages(texts)
+    ids = [r["id"] for _, r in records]
+    setups = {
+        "taxonomy only (no examples)": None,
+        "+ classic seed records (data/seed/demo) as examples": [SEED_DIR / "demo"],
+        "+ all seed records but the record itself (what a deployment of other records has)": list(SEED_RECORD_DIRS),
+    }
+    print(f"Realistic corpus ({len(needs)} needs, {len(caps)} capabilities) classified as sent without domains; "
+          f"model {encoder.name}.\n")
+    print("| examples | needs top-1 | needs top-3 | capabilities top-1 | capabilities top-3 | all top-1 | all top-3 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, folders in setups.items():
+        ranked = []
+        if folders is None:
+            ranked = DomainClassifier(encoder, tokenizer, taxonomy).predict_vectors(vectors, texts)
+        else:
+            reference = ReferenceExamples(folders)
+            for i in range(len(docs)):  # the record itself is never its own example
+                part = ExamplePart(*reference.labelled(encoder, codes, exclude={ids[i]}))
+                clf = DomainClassifier(encoder, tokenizer, taxonomy, [part])
+                ranked += clf.predict_vectors(vectors[i:i + 1], texts[i:i + 1])
+        cells = []
+        for kinds in (("need",), ("capability",), ("need", "capability")):
+            rows = [i for i, (k, _) in enumerate(records) if k in kinds]
+            top1 = np.mean([ranked[i][0][0] in gold_domains(records[i][1]) for i in rows])
+            top3 = np.mean([bool({c for c, _ in ranked[i][:3]} & set(gold_domains(records[i][1]))) for i in rows])
+            cells += [f"{top1:.3f}", f"{top3:.3f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.classify", description=__doc__.splitlines()[0])
     parser.add_argument("--holdout", type=float, default=0.3)
@@ -206,7 +256,11 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5, help="random splits averaged (seed, seed+1, ...)")
     parser.add_argument("--model", default=None, help="embedding model (default: offline e5-small)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "scenematch")
+    parser.add_argument("--realistic", action="store_true", help="the realistic corpus as sent without domains")
     args = parser.parse_args()
+    if args.realistic:
+        realistic_report(args)
+        return
 
     data = load_data(args)
     seeds = [args.seed + i for i in range(args.splits)]

@@ -119,9 +119,10 @@ def paired_difference(a: dict[str, float], b: dict[str, float], rounds: int = 10
 FITTED = ("passage", "lexical", "domain")
 
 
-def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Signals (SIGNALS order, standardized as ranked; domain NaN where unknown) of every candidate
-    the ranker considers, with the graded label (0 if unlabelled)."""
+def training_rows(snapshot: Snapshot, queries: list[LabelledQuery], raw: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Signals (SIGNALS order, standardized as ranked, or as measured if `raw`; domain NaN where
+    unknown) of every candidate the ranker considers, with the graded label (0 if unlabelled)."""
     xs, ys, groups = [], [], []
     for lq in queries:
         query = record_query(snapshot, lq.source_kind, lq.qid)
@@ -133,7 +134,7 @@ def training_rows(snapshot: Snapshot, queries: list[LabelledQuery]) -> tuple[np.
             continue
         f = found.features
         domain = np.where(f["domain_known"] > 0, f["domain"], np.nan)
-        xs.append(np.column_stack([domain if s == "domain" else f[s] for s in SIGNALS]))
+        xs.append(np.column_stack([domain if s == "domain" else f[f"{s}_raw" if raw else s] for s in SIGNALS]))
         ys.extend(lq.relevant.get(i, 0) for i in found.ids)
         groups.extend([lq.qid] * len(found.ids))
     x = np.vstack(xs) if xs else np.zeros((0, len(SIGNALS)))

@@ -28,6 +28,21 @@ function minutes(seconds) {
   return seconds < 120 ? `${Math.round(seconds)} 秒` : `${Math.round(seconds / 60)} 分钟`;
 }
 
+// When the encoder adapts on its own next, and what the last adaptation decided.
+function autoAdaptText(auto) {
+  if (!auto) return null;
+  if (!auto.enabled) return "已关闭";
+  const state = auto.state || {};
+  const parts = [];
+  if (state.last_run_at) {
+    parts.push(`上次 ${formatDate(state.last_run_at)}（${state.last_activated ? "已启用新模型" : "未启用"}，基线 ${state.baseline_records} 条）`);
+  } else {
+    parts.push("尚未运行");
+  }
+  if (auto.last_check && auto.last_check.reason) parts.push(`最近检查：${auto.last_check.reason}`);
+  return parts.join("；");
+}
+
 // The fields an operator looks at first, in Chinese; the whole answer stays available as JSON below.
 function indexRows(info) {
   const modes = { full: "全量", incremental: "增量" };
@@ -43,6 +58,7 @@ function indexRows(info) {
     ["索引类型", indexTypesText(info.index_types || info.index_type)],
     ["正在重建", typeof info.rebuilding === "boolean" ? (info.rebuilding ? "是" : "否") : null],
     ["最近刷新错误", info.last_refresh_error],
+    ["自动自适应", autoAdaptText(info.auto_adapt)],
   ].filter(([, value]) => value !== null && value !== undefined && value !== "");
 }
 
