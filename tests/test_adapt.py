@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,7 @@ from service.demo import demo_records
 from tests.conftest import ADMIN_H, make_settings, wait_ready
 
 DOMAINS = {"smart_water", "forestry"}
-# Small and quick: a few steps of real training on short sequences.
-TINY = {"max_pairs": 48, "batch_size": 16, "seed": 7, "tolerance": 0.02, "record_pairs": "passages"}
+TINY = {"max_pairs": 48, "batch_size": 16, "seed": 7, "tolerance": 0.02, "record_pairs": "passages", "use_demo_labels": True}
 
 
 # ---- model versions on disk (no model needed) ------------------------------------------
@@ -169,7 +169,7 @@ def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
     migrate(db)
     sessions = make_session_factory(db)
     load_subset(sessions)
-    config = adapt_data.AdaptConfig(max_pairs=10_000, record_pairs="passages")
+    config = adapt_data.AdaptConfig(max_pairs=10_000, record_pairs="passages", use_demo_labels=True)
     data = adapt_data.collect(sessions, get_tokenizer(), config)
     by_name = {s.name: s for s in data.eval_sets}
     assert len(by_name["labels"]) >= 5 and len(by_name["pairs"]) >= 5
@@ -183,7 +183,7 @@ def test_held_out_needs_are_never_trained_on(database_url: str) -> None:
     no_labels = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(
         max_pairs=10_000, use_demo_labels=False, record_pairs="passages"))
     assert no_labels.counts["label_pairs"] == 0 and len(no_labels.eval_sets) == len(data.eval_sets)
-    labelled_only = adapt_data.collect(sessions, get_tokenizer(), adapt_data.AdaptConfig(record_pairs="none"))
+    labelled_only = adapt_data.collect(sessions, get_tokenizer(), replace(config, record_pairs="none"))
     assert labelled_only.pairs and all(p["anchor"] not in held_texts for p in labelled_only.pairs)
     assert len(labelled_only.pairs) == labelled_only.counts["label_pairs"]
     db.dispose()

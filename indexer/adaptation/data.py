@@ -72,7 +72,10 @@ class AdaptConfig:
     nice: int = 10
     record_pairs: str = "lead"  # one of RECORD_PAIR_MODES (see record_pairs)
     use_feedback: bool = True
-    use_demo_labels: bool = True
+    # The seed corpora's labels judge a deployment holding them but are not trained on by default:
+    # they are no user's judgment of this deployment, training on long labelled texts is slow, and a
+    # yardstick trained on stops measuring. Feedback (the deployment's own labels) is trained on.
+    use_demo_labels: bool = False
     holdout_fraction: float = 0.1
     max_holdout_records: int = 300
     label_holdout_fraction: float = 0.5
@@ -248,7 +251,8 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
     def trainable(key: tuple[str, str]) -> bool:
         return key[0] not in held and key[0] not in held_records and key[1] not in held_records
 
-    train_labels = {k: g for k, g in labels.items() if config.use_demo_labels and trainable(k)}
+    fit_labels = {k: g for k, g in labels.items() if trainable(k)}  # may fit the ranking's weights
+    train_labels = fit_labels if config.use_demo_labels else {}
     train_feedback = {k: g for k, g in feedback.items() if config.use_feedback and trainable(k)}
     supervised = (labelled_pairs(train_labels, needs, caps, DEMO_POSITIVE, DEMO_NEGATIVE)
                   + labelled_pairs(train_feedback, needs, caps, POSITIVE_GRADE, 0))
@@ -278,7 +282,7 @@ def collect(sessions: sessionmaker[Session], tokenizer: Any, config: AdaptConfig
                    "general_records": len(eval_sets[1]),
                    "label_queries": len(eval_sets[2]), "feedback_queries": len(eval_sets[3])}
     return TrainingData(pairs, [s for s in eval_sets if len(s)], counts, watermark, feedback_seq,
-                        held_counts, {**train_labels, **train_feedback})
+                        held_counts, {**fit_labels, **train_feedback})
 
 
 def sample_pairs(supervised: list[dict[str, str]], per_record: list[list[dict[str, str]]],

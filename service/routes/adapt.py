@@ -46,7 +46,8 @@ class AdaptRequest(StrictModel):
         "description, the default), whole (title → whole description), passages (title → each passage), both "
         "(whole and passages), or none (labelled pairs only)")
     use_feedback: bool = DEFAULTS.use_feedback
-    use_demo_labels: bool = DEFAULTS.use_demo_labels
+    use_demo_labels: bool = Field(DEFAULTS.use_demo_labels,
+                                  description="Also train on the seed corpora's labels (they always judge)")
     tolerance: float = Field(DEFAULTS.tolerance, ge=0, le=0.2,
                              description="Largest nDCG@10 drop on a held-out set still counted as not losing")
     general_tolerance: float = Field(DEFAULTS.general_tolerance, ge=0, le=0.2,
