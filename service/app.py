@@ -70,7 +70,8 @@ def init_state(settings: Settings) -> AppState:
             log.warning("marked %d interrupted job(s) as failed", interrupted)
         seed_taxonomy(state)
         if settings.load_demo and demo.database_is_empty(state.sessions):
-            n_needs, n_caps = demo.load_demo(state.sessions, demo.SEED_CORPORA[settings.demo_corpus])
+            n_needs, n_caps = demo.load_demo(state.sessions, demo.SEED_CORPORA[settings.demo_corpus],
+                                                per_domain=settings.demo_per_domain)
             log.info("loaded the %s demo corpus: %d needs, %d capabilities", settings.demo_corpus, n_needs, n_caps)
     return state
 

@@ -68,11 +68,34 @@ def database_is_empty(sessions: sessionmaker[Session]) -> bool:
         return repository.count(session, "need") == 0 and repository.count(session, "capability") == 0
 
 
+def sample(needs: list[dict[str, Any]], caps: list[dict[str, Any]], scenarios: list[dict[str, Any]],
+           per_domain: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """At most `per_domain` needs and capabilities of each (first) domain, in file order, plus every
+    capability a demo scenario cites (so the case library keeps its cases); 0: everything."""
+    if per_domain <= 0:
+        return needs, caps
+    cited = {c for s in scenarios for c in s.get("capability_ids") or []}
+
+    def first(rows: list[dict[str, Any]], keep: set[str]) -> list[dict[str, Any]]:
+        seen: dict[str, int] = {}
+        out = []
+        for row in rows:
+            domain = (gold_domains(row) or [""])[0]
+            seen[domain] = seen.get(domain, 0) + 1
+            if seen[domain] <= per_domain or row["id"] in keep:
+                out.append(row)
+        return out
+
+    return first(needs, set()), first(caps, cited)
+
+
 def load_demo(sessions: sessionmaker[Session], demo_dir: Path = REALISTIC_DIR,
-              scenarios_dir: Path | None = SCENARIOS_DIR) -> tuple[int, int]:
-    """Store the demo needs and capabilities (and the scenarios, unless `scenarios_dir` is None)."""
+              scenarios_dir: Path | None = SCENARIOS_DIR, per_domain: int = 0) -> tuple[int, int]:
+    """Store the demo needs and capabilities (a sample of `per_domain`, see `sample`) and the
+    scenarios, unless `scenarios_dir` is None."""
     needs, caps = demo_records(demo_dir)
     scenarios = demo_scenarios(scenarios_dir) if scenarios_dir is not None else []
+    needs, caps = sample(needs, caps, demo_scenarios() if scenarios_dir is None else scenarios, per_domain)
     with session_scope(sessions) as session:
         for kind, records in (("need", needs), ("capability", caps), ("scenario", scenarios)):
             for record in records:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     demo_corpus: Literal["realistic", "classic"] = Field(
         "realistic", description="Which seed corpus the demo loads: realistic (records shaped like published "
                                  "ones, data/seed/realistic) or classic (the first demo, data/seed/demo).")
+    demo_per_domain: int = Field(
+        12, ge=0, description="The demo loads at most this many needs and capabilities per domain (plus the "
+                              "capabilities its scenarios cite), so the first start is quick; 0: all of them.")
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or folder; default offline e5-small."
     )

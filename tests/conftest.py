@@ -54,7 +54,7 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides) 
     values = dict(data_dir=tmp_path / "data", database_url=database_url, admin_token=ADMIN,
                   client_tokens=CLIENT, load_demo=False, build_index_on_start=False,
                   # The tests were written on the classic demo; adaptation runs only when a test asks.
-                  demo_corpus="classic", auto_adapt=False)
+                  demo_corpus="classic", demo_per_domain=0, auto_adapt=False)
     values.update(overrides)
     return Settings(**values)
 

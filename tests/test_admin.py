@@ -236,7 +236,8 @@ def test_cli_mirrors_the_admin_api(tmp_path: Path, database_url: str, monkeypatc
 
     settings = make_settings(tmp_path, database_url, load_demo=True)
     for name, value in (("DATA_DIR", str(settings.data_dir)), ("DATABASE_URL", settings.resolved_database_url),
-                        ("LOAD_DEMO", "true"), ("DEMO_CORPUS", "classic"), ("AUTO_ADAPT", "false")):
+                        ("LOAD_DEMO", "true"), ("DEMO_CORPUS", "classic"), ("DEMO_PER_DOMAIN", "0"),
+                        ("AUTO_ADAPT", "false")):
         monkeypatch.setenv(f"SCENEMATCH_{name}", value)
     run = CliRunner().invoke
     assert run(cli, ["index-status"]).exit_code == 1  # nothing built yet
