@@ -163,7 +163,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
     held = report["states"]["base"]["held_out"]["queries"]
     lines += ["", f"Held out: {held} labelled needs, never trained on (graded gains, ranx). `all labelled "
               "needs` includes the needs whose labels the label variants trained on: unbiased only for "
-              "`base` and `corpus`.", ""]
+              "`base` and the variants without labels.", ""]
     lines += _differences(report["states"])
     lines += ["",
               "| variant | pairs | steps | train s | pairs/s | peak MB | collect s | evaluate s | "
