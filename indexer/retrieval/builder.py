@@ -17,8 +17,9 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.retrieval import classify, keyterms
-from indexer.retrieval.documents import KINDS, NEED, IndexDoc, doc_from_row, passage_texts_for_embedding
+from indexer.retrieval.documents import KINDS, IndexDoc, doc_from_row
 from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.record_vectors import DEFAULT_PLAN, EncodePlan, encode_records
 from indexer.retrieval.segment import Segment
 from indexer.retrieval.versions import activate, index_root, new_version_name, write_version
 from models import repository
@@ -48,8 +49,10 @@ def lexical_text(doc: IndexDoc) -> str:
 
 
 def embed_docs(docs: list[IndexDoc], encoder: Encoder, tokenizer: Any,
-               progress: Callable[[int, int], None] | None = None) -> EmbeddedDocs:
-    """Document and passage vectors and BM25 tokens for `docs` (and query vectors for needs)."""
+               progress: Callable[[int, int], None] | None = None,
+               plan: EncodePlan = DEFAULT_PLAN) -> EmbeddedDocs:
+    """Document and passage vectors and BM25 tokens for `docs` (and query vectors for needs);
+    which texts are encoded: indexer/retrieval/record_vectors.py."""
     tokens: list[list[str]] = []
     key_terms: list[list[tuple[str, float]]] = []
     token_time = [0.0]
@@ -63,46 +66,14 @@ def embed_docs(docs: list[IndexDoc], encoder: Encoder, tokenizer: Any,
 
     worker = threading.Thread(target=tokenize, name="tokenize")
     worker.start()
-    full = [d.full_text for d in docs]
-    # Passages are embedded separately only when there is more than one of them; a single
-    # passage is the whole text and reuses the document vector.
-    multi = [i for i, d in enumerate(docs) if len(d.passages) > 1]
-    passage_texts = [t for i in multi for t in passage_texts_for_embedding(docs[i])]
-    # A need is the query when matched by id, and needs are often one short line: embedded in
-    # the query role they rank better (CSL titles: nDCG@10 0.992 vs 0.971, docs/quality.md).
-    query_role = bool(docs) and docs[0].kind == NEED
-    total = len(full) * (2 if query_role else 1) + len(passage_texts)
-
-    def step(base: int) -> Callable[[int, int], None]:
-        def cb(d: int, _t: int) -> None:
-            if progress:
-                progress(base + d, total)
-        return cb
-
     t0 = time.perf_counter()
-    doc_vectors = encoder.encode_passages(full, progress=step(0))
-    passage_flat = encoder.encode_passages(passage_texts, progress=step(len(full)))
-    query_vectors = encoder.encode_queries(full) if query_role else None
+    vectors = encode_records(docs, encoder, plan, progress)
     encode_time = time.perf_counter() - t0
     worker.join()
-    dim = encoder.dim
-    pieces, offsets, cursor = [], [0], 0
-    multi_set = set(multi)
-    for i, d in enumerate(docs):
-        if i in multi_set:
-            n = len(d.passages)
-            pieces.append(passage_flat[cursor:cursor + n])
-            cursor += n
-        else:
-            pieces.append(doc_vectors[i:i + 1])
-        offsets.append(offsets[-1] + len(pieces[-1]))
-    passage_vectors = np.vstack(pieces) if pieces else np.zeros((0, dim), np.float32)
-    if progress:
-        progress(total, total)
-    return EmbeddedDocs(docs, doc_vectors.reshape(-1, dim),
-                        None if query_vectors is None else query_vectors.reshape(-1, dim), passage_vectors,
-                        np.array(offsets, dtype=np.int64), tokens,
-                        {"encode_s": encode_time, "tokenize_s": token_time[0]}, key_terms)
+    return EmbeddedDocs(docs, vectors.doc_vectors, vectors.query_vectors, vectors.passage_vectors,
+                        vectors.passage_offsets, tokens,
+                        {"encode_s": encode_time, "tokenize_s": token_time[0],
+                         "texts_encoded": vectors.texts_encoded}, key_terms)
 
 
 def segment_from(kind: str, embedded: EmbeddedDocs, domain_codes: list[str],
@@ -127,7 +98,8 @@ def load_docs(sessions: sessionmaker[Session], kind: str, tokenizer: Any,
 def build_full_version(data_dir: Path, sessions: sessionmaker[Session], encoder: Encoder,
                        tokenizer: Any, domain_codes: list[str], *, progress: Progress | None = None,
                        dense_kind: str = "auto", extra_manifest: dict[str, Any] | None = None,
-                       activate_version: bool = True) -> tuple[str, dict[str, Segment]]:
+                       activate_version: bool = True,
+                       plan: EncodePlan = DEFAULT_PLAN) -> tuple[str, dict[str, Segment]]:
     """Build every segment from the database and write (and activate) a new version."""
     started = time.perf_counter()
     with session_scope(sessions) as session:
@@ -146,7 +118,7 @@ def build_full_version(data_dir: Path, sessions: sessionmaker[Session], encoder:
             if progress and t:
                 progress(0.95 * (base + n * d / t) / total, f"embedding {SEGMENT_DIRS[kind]}")
 
-        embedded = embed_docs(docs, encoder, tokenizer, report)
+        embedded = embed_docs(docs, encoder, tokenizer, report, plan)
         for key, value in embedded.timings.items():
             timings[f"{kind}_{key}"] = round(value, 3)
         embedded_by_kind[kind] = embedded
