@@ -23,9 +23,9 @@ log = logging.getLogger("scenematch.search")
 
 
 @lru_cache(maxsize=4)
-def shared_encoder(model: str | None, cache_dir: str) -> Encoder:
-    """One loaded model per process (loading takes seconds and ~1 GB)."""
-    return load_encoder(model, Path(cache_dir))
+def shared_encoder(model: str | None, cache_dir: str, backend: str = "torch") -> Encoder:
+    """One loaded model per process and backend (loading takes seconds and up to ~1 GB)."""
+    return load_encoder(model, Path(cache_dir), backend)
 
 
 def embedding_cache_path(cache_dir: Path) -> Path:
@@ -37,7 +37,7 @@ def open_engine(state: AppState) -> SearchEngine:
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     # An adapted model version, when one is active, replaces the configured base model.
     model = serving_model(settings.data_dir, settings.embedding_model, settings.cache_dir)
-    encoder = CachedEncoder(shared_encoder(model, str(settings.cache_dir)),
+    encoder = CachedEncoder(shared_encoder(model, str(settings.cache_dir), settings.encoder_backend),
                             EmbeddingCache(embedding_cache_path(settings.cache_dir)))
     # One builder among all replicas of this database and data dir (indexer/retrieval/replicas.py).
     role = BuilderRole(ProcessLock(state.engine, lock_dir(settings.data_dir), "index-builder"))

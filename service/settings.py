@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     embedding_model: str | None = Field(
         None, description="sentence-transformers model name or folder; default offline e5-small."
     )
+    encoder_backend: str = Field(
+        "onnx", description="What runs the encoder: onnx (ONNX Runtime, fp32, exported offline from the same "
+                            "model folder), onnx-int8 (dynamic int8 quantization) or torch (sentence-transformers). "
+                            "Without onnxruntime, or for a hub model name, torch serves (docs/benchmarks.md \"Encoder\").")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted request body.")
     refresh_interval_s: float = Field(1.0, description="How often stored changes are indexed.")
     build_index_on_start: bool = Field(True, description="Build the first index if none exists.")
@@ -63,6 +67,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("encoder_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from indexer.retrieval.embedding import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"one of {', '.join(BACKENDS)}")
+        return value
 
     @field_validator("evaluation_weights")
     @classmethod

@@ -32,8 +32,8 @@ from indexer.ranking.hybrid import RankingModel, RankingModels
 from indexer.retrieval.embedding import (
     CachedEncoder,
     Encoder,
-    SentenceTransformerEncoder,
     _folder_identity,
+    load_like,
 )
 from indexer.retrieval.engine import SearchEngine
 from models import model_versions as mv
@@ -218,7 +218,8 @@ def _adapt_locked(engine: SearchEngine, base: BaseModel, config: AdaptConfig, ro
         timings["train_process_s"] = round(time.monotonic() - mark, 1)
         mark = time.monotonic()
         _write_identity(out, f"{base.name}+{version}")
-        candidate = _with_cache(SentenceTransformerEncoder(out), engine.encoder)
+        # The serving backend's own copy (an ONNX graph is exported here, in the job).
+        candidate = _with_cache(load_like(engine.encoder, out), engine.encoder)
         _report(progress, 0.58, 0.0)(0.0, "评估 evaluating the serving model")
         active_metrics = adapt_eval.evaluate_all(engine.encoder, data.eval_sets,
                                                  _report(progress, 0.58, 0.04))

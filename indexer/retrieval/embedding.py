@@ -8,6 +8,7 @@ because asymmetric models (e5 and friends) need a different prefix for each.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from models.embedding_model import (
     read_manifest,
 )
 
+log = logging.getLogger("scenematch.embedding")
 Progress = Callable[[int, int], None]
 CacheKey = tuple[str, str]  # (encoder name, sha256 hex of role + text)
 
@@ -51,7 +53,7 @@ class Encoder(ABC):
         return np.zeros((0, self.dim), dtype=np.float32)
 
 
-def _folder_identity(folder: Path) -> str:
+def folder_identity(folder: Path) -> str:
     """Stable name for a model folder: its name plus a hash of its configs and weight sizes."""
     manifest = read_manifest(folder)
     if manifest is not None and manifest.get("fingerprint"):
@@ -70,6 +72,9 @@ def _folder_identity(folder: Path) -> str:
     return f"{folder.name}@{h.hexdigest()[:16]}"
 
 
+_folder_identity = folder_identity  # the name indexer/adaptation imports
+
+
 class SentenceTransformerEncoder(Encoder):
     """Any sentence-transformers model, on CPU, with its own query/passage prompts if it has them."""
 
@@ -81,7 +86,7 @@ class SentenceTransformerEncoder(Encoder):
         self.model = SentenceTransformer(str(folder) if is_dir else str(path_or_name), device="cpu")
         self.model.eval()  # inference only (_encode_one relies on it; training uses its own copy)
         if name is None:
-            name = _folder_identity(folder) if is_dir else str(path_or_name)
+            name = folder_identity(folder) if is_dir else str(path_or_name)
         self.name = name
         get_dim = (getattr(self.model, "get_embedding_dimension", None)
                    or self.model.get_sentence_embedding_dimension)
@@ -257,15 +262,57 @@ class CachedEncoder(Encoder):
         return {"hits": self.hits, "misses": self.misses}
 
 
-def load_encoder(model: str | None, cache_dir: Path) -> Encoder:
-    """The default offline e5 model (building it on first use), a model folder, or a model name."""
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def load_encoder(model: str | None, cache_dir: Path, backend: str = "torch") -> Encoder:
+    """The default offline e5 model (building it on first use), a model folder, or a model name,
+    run by torch (sentence-transformers) or ONNX Runtime (`backend`: onnx, onnx-int8).
+
+    ONNX needs the model as a local folder and the onnxruntime package; without either the torch
+    encoder serves, with a warning (its vectors have their own name, so nothing cached for the
+    other backend is reused)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown encoder backend {backend!r}; one of {BACKENDS}")
     if not model or model == DEFAULT_MODEL_NAME:
-        folder = ensure_default_model(Path(cache_dir))
+        folder: Path | None = ensure_default_model(Path(cache_dir))
+    else:
+        folder = Path(model).expanduser() if Path(model).expanduser().is_dir() else None
+    if backend != "torch":
+        if folder is None:
+            log.warning("encoder backend %s needs a local model folder, %s is not one: using torch", backend, model)
+        else:
+            try:
+                return _onnx_encoder(folder, backend)
+            except (ImportError, OSError, RuntimeError) as exc:
+                log.warning("ONNX Runtime encoder unavailable (%s: %s): using torch", type(exc).__name__, exc)
+    return SentenceTransformerEncoder(folder if folder is not None else str(model))
+
+
+def _onnx_encoder(folder: Path, backend: str) -> Encoder:
+    from indexer.retrieval.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(folder, "int8" if backend == "onnx-int8" else "fp32")
+
+
+def backend_of(encoder: Encoder) -> str:
+    """The backend an encoder runs on (through a CachedEncoder)."""
+    inner = getattr(encoder, "inner", encoder)
+    quantization = getattr(inner, "quantization", None)
+    return "torch" if quantization is None else ("onnx" if quantization == "fp32" else f"onnx-{quantization}")
+
+
+def load_like(encoder: Encoder, folder: Path) -> Encoder:
+    """A model folder (an adapted version) on the same backend as `encoder`; an ONNX backend
+    exports the folder's graph here, in the job that made it."""
+    backend = backend_of(encoder)
+    if backend == "torch":
         return SentenceTransformerEncoder(folder)
-    return SentenceTransformerEncoder(model)
+    return load_encoder(str(folder), Path(folder).parent, backend)
 
 
 __all__ = [
     "CacheKey", "CachedEncoder", "EmbeddingCache", "Encoder", "PASSAGE", "QUERY",
-    "SentenceTransformerEncoder", "load_encoder", "text_key",
+    "BACKENDS", "SentenceTransformerEncoder", "backend_of", "folder_identity", "load_encoder", "load_like",
+    "text_key",
 ]

@@ -155,7 +155,7 @@ def model_rollback_command() -> None:
 
     def load(path: str) -> Any:
         model = settings.embedding_model if path == base.path else path
-        return shared_encoder(model, str(settings.cache_dir))
+        return shared_encoder(model, str(settings.cache_dir), settings.encoder_backend)
 
     result = _run_job("model_rollback", {}, "模型回滚 rollback",
                       lambda engine, progress: adapt.rollback(engine, base, load, progress))

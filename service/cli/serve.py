@@ -34,3 +34,12 @@ def build_model() -> None:
     folder = default_model_dir(settings.cache_dir)
     path = ensure_default_model(settings.cache_dir, progress=True)
     typer.echo(f"model ready: {path}" if path == folder else f"model ready: {path}")
+    if settings.encoder_backend != "torch":
+        # The ONNX Runtime graph is exported here, at set-up, from the folder just built.
+        from models.onnx_model import OnnxExportError, export_onnx
+
+        quantization = "int8" if settings.encoder_backend == "onnx-int8" else "fp32"
+        try:
+            typer.echo(f"ONNX Runtime graph ready: {export_onnx(path, quantization)}")
+        except (ImportError, OnnxExportError) as exc:
+            typer.echo(f"no ONNX Runtime graph ({exc}): the torch encoder will serve", err=True)

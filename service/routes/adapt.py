@@ -83,7 +83,7 @@ def _loader(state: AppState, base: adapt.BaseModel) -> Callable[[str], Any]:
     def load(path: str) -> Any:
         # The base model is the one the service loaded at start: reuse it, don't load a copy.
         model = settings.embedding_model if path == base.path else path
-        return search.shared_encoder(model, str(settings.cache_dir))
+        return search.shared_encoder(model, str(settings.cache_dir), settings.encoder_backend)
 
     return load
 
