@@ -57,9 +57,10 @@ def rss_mb() -> float:
 def bench_pipeline(n: int, raw_sample: int) -> dict:
     """Full build of n records with a cold embedding cache, the raw encoder on the same texts,
     then an incremental update of 1% of the records."""
-    from indexer.retrieval.documents import doc_from_row, passage_texts_for_embedding
+    from indexer.retrieval.documents import doc_from_row
     from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache
     from indexer.retrieval.engine import SearchEngine
+    from indexer.retrieval.record_vectors import encode_records
     from indexer.retrieval.text import get_tokenizer
     from models import repository
     from models.database import session_scope
@@ -76,13 +77,13 @@ def bench_pipeline(n: int, raw_sample: int) -> dict:
                 for row in rows:
                     data = dict(row)
                     repository.upsert(session, kind, data.pop("id"), data)
-        raw = shared_encoder(settings.embedding_model, str(settings.cache_dir))
+        raw = shared_encoder(settings.embedding_model, str(settings.cache_dir), settings.encoder_backend)
         encoder = CachedEncoder(raw, EmbeddingCache(Path(tmp) / "cold-cache.sqlite"))
         tokenizer = get_tokenizer()
         engine = SearchEngine(settings.data_dir, state.sessions, encoder, tokenizer,
                               list(state.taxonomy.domains))
-        # Raw encoder: exactly the calls embed_docs makes (whole texts and titled passages in the
-        # passage role, needs' whole texts again in the query role) for a sample of each kind,
+        # Raw encoder: exactly the calls embed_docs makes (indexer/retrieval/record_vectors.py)
+        # for a sample of each kind, straight to the model (no cache),
         # timed just before and just after the build so a change of machine load shows up (and
         # mostly cancels) instead of distorting the ratio; scaled to all records per kind.
         with session_scope(state.sessions) as session:
@@ -93,10 +94,7 @@ def bench_pipeline(n: int, raw_sample: int) -> dict:
 
         def time_raw(sample: list) -> float:
             t0 = time.perf_counter()
-            raw.encode_passages([d.full_text for d in sample])
-            raw.encode_passages([t for d in sample if len(d.passages) > 1 for t in passage_texts_for_embedding(d)])
-            if sample and sample[0].kind == "need":
-                raw.encode_queries([d.full_text for d in sample])
+            encode_records(sample, raw)
             return time.perf_counter() - t0
 
         raw_before = {kind: time_raw(sample) for kind, sample in samples.items()}

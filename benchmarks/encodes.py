@@ -13,9 +13,11 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 SECTION = "## Encodes per record"
@@ -34,22 +36,21 @@ def plans() -> dict[str, Any]:
     }
 
 
-def collections(csl: Path | None, csl_limit: int | None, tmp: Path) -> list[tuple[str, Any, list]]:
-    """(name, engine, [(direction, queries)]) for the realistic corpus and CSL dev."""
+def collections(csl: Path | None, csl_limit: int | None, tmp: Path) -> Iterator[tuple[str, Any, list]]:
+    """(name, engine, [(direction, queries)]) for the realistic corpus and CSL dev, one at a time."""
     from benchmarks.cases import build, labels
     from indexer.ranking import evaluation as ev
     from service.cli.evaluation import engine_with
 
     rows, _ = labels()
-    out = [("realistic corpus", build(tmp / "realistic"),
-            [("need → capability", ev.demo_queries(rows)), ("capability → need", ev.demo_queries(rows, reverse=True))])]
+    yield ("realistic corpus", build(tmp / "realistic"),
+           [("need → capability", ev.demo_queries(rows)), ("capability → need", ev.demo_queries(rows, reverse=True))])
     if csl is not None:
         needs, caps, queries = ev.csl_records(ev.read_csl(csl, csl_limit))
-        out.append((f"CSL {csl.name}", engine_with((needs, caps), tmp / "csl"), [("title → abstract", queries)]))
-    return out
+        yield (f"CSL {csl.name}", engine_with((needs, caps), tmp / "csl"), [("title → abstract", queries)])
 
 
-def measure(csl: Path | None, csl_limit: int | None) -> list[dict[str, Any]]:
+def measure(csl: Path | None, csl_limit: int | None, only: list[int] | None = None) -> list[dict[str, Any]]:
     from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import RankingModel
     from indexer.retrieval import builder
@@ -60,7 +61,8 @@ def measure(csl: Path | None, csl_limit: int | None) -> list[dict[str, Any]]:
         for name, engine, directions in collections(csl, csl_limit, Path(tmp)):
             baseline: dict[str, dict[str, dict[str, float]]] = {}
             records = sum(engine.snapshot.counts().values())
-            for label, plan in plans().items():
+            chosen = [(label, plan) for i, (label, plan) in enumerate(plans().items()) if only is None or i in only]
+            for label, plan in chosen:
                 t0 = time.perf_counter()
                 version, _ = builder.build_full_version(engine.data_dir, engine.sessions, engine.encoder,
                                                         engine.tokenizer, engine.domain_codes, plan=plan)
@@ -68,7 +70,7 @@ def measure(csl: Path | None, csl_limit: int | None) -> list[dict[str, Any]]:
                 engine.open(build_if_missing=False)
                 timings = engine.snapshot.manifest["timings"]
                 texts = sum(v for k, v in timings.items() if k.endswith("texts_encoded"))
-                row: dict[str, Any] = {"collection": name, "plan": label, "records": records,
+                row: dict[str, Any] = {"collection": f"{name}, {engine.encoder.name.split('@')[-1]}", "plan": label, "records": records,
                                        "texts_per_record": texts / max(1, records), "build_s": seconds}
                 for direction, queries in directions:
                     runs = ev.runs_for(engine.snapshot, queries, model, systems=("dense", "shipped"))
@@ -115,17 +117,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--csl", type=Path, help="CSL title→abstract file (dev split)")
     parser.add_argument("--csl-limit", type=int, help="Only the first N CSL pairs")
+    parser.add_argument("--plans", help="Only these plans, by position in plans() (0 = today's first)")
     parser.add_argument("--write", action="store_true", help=f"Replace the section in {DOCS.name}")
     args = parser.parse_args()
-    results = measure(args.csl, args.csl_limit)
+    only = [int(i) for i in args.plans.split(",")] if args.plans else None
+    results = measure(args.csl, args.csl_limit, only)
     command = "nice .venv/bin/python -m benchmarks.encodes" + (f" --csl {args.csl}" if args.csl else "") \
-        + (f" --csl-limit {args.csl_limit}" if args.csl_limit else "") + " --write"
-    text = render(results, command)
+        + (f" --csl-limit {args.csl_limit}" if args.csl_limit else "") + (f" --plans {args.plans}" if args.plans else "") \
+        + " --write"
+    backend = os.environ.get("SCENEMATCH_ENCODER_BACKEND")
+    command = f"SCENEMATCH_ENCODER_BACKEND={backend} {command}" if backend else command
+    section = SECTION + (f" ({backend})" if backend else "")
+    text = render(results, command).replace(SECTION, section, 1)
     print(text)
     if args.write:
         from service.cli.evaluation import replace_section
 
-        replace_section(DOCS, SECTION, text)
+        replace_section(DOCS, section, text)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from indexer.retrieval.embedding import (
     load_like,
 )
 from models.onnx_model import ONNX_DIR, export_onnx, graph_path, read_stamp
+from service.metrics import TimedEncoder
 from tests.test_embedding import TEXTS, FakeEncoder
 
 pytestmark = pytest.mark.slow
@@ -104,7 +105,8 @@ def test_a_changed_folder_invalidates_the_graph(e5_model_dir, onnx_encoder, tmp_
 
 def test_adapted_version_loads_on_the_serving_backend(e5_model_dir, onnx_encoder, torch_encoder, tmp_path):
     folder = _linked_copy(e5_model_dir, tmp_path / "version")
-    cached_onnx = CachedEncoder(onnx_encoder, EmbeddingCache(tmp_path / "emb.sqlite"))
+    # as the service holds it: the metrics' timing wrapper inside the cache layer
+    cached_onnx = CachedEncoder(TimedEncoder(onnx_encoder, lambda *_: None), EmbeddingCache(tmp_path / "emb.sqlite"))
     like_onnx = load_like(cached_onnx, folder)
     assert backend_of(like_onnx) == "onnx" and like_onnx.name.endswith("+onnx-fp32")
     assert read_stamp(folder) is not None and (folder / ONNX_DIR).is_dir()

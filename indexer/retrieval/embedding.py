@@ -296,9 +296,10 @@ def _onnx_encoder(folder: Path, backend: str) -> Encoder:
 
 
 def backend_of(encoder: Encoder) -> str:
-    """The backend an encoder runs on (through a CachedEncoder)."""
-    inner = getattr(encoder, "inner", encoder)
-    quantization = getattr(inner, "quantization", None)
+    """The backend an encoder runs on, through any wrappers (cache, metrics timing) around it."""
+    while getattr(encoder, "inner", None) is not None:
+        encoder = encoder.inner
+    quantization = getattr(encoder, "quantization", None)
     return "torch" if quantization is None else ("onnx" if quantization == "fp32" else f"onnx-{quantization}")
 
 

@@ -4,15 +4,19 @@ The encoder is nearly all of a build's time (docs/benchmarks.md), so every recor
 few times as its ranking quality allows:
 
 * a text that fits one passage is encoded once and serves as the whole text and the passage;
-* a longer text is encoded as its titled passages; with ``whole_from_passages`` its whole-text
-  vector is the normalised mean of those passage vectors instead of one more (the longest)
-  encode of the whole text;
+* a longer text is encoded whole and as its titled passages; with ``whole_from_passages`` its
+  whole-text vector would be the normalised mean of those passage vectors instead of one more
+  (the longest) encode;
 * a need is also the query when it is matched by id; ``need_query_role`` says which needs get a
   vector of their own in e5's query role ("all", "single": only needs that fit one passage,
   "none": none, the whole-text vector stands in).
 
 The default plan is the one measured to hold nDCG@10 on the realistic corpus and CSL dev
-(``python -m benchmarks.encodes``, docs/benchmarks.md "Encodes per record").
+(``python -m benchmarks.encodes``, docs/benchmarks.md "Encodes per record"): the whole text stays
+encoded (its passage mean lost 0.019-0.042 capability → need on the realistic corpus), and only
+needs that fit one passage get the query role (long needs' own query-role vector measured no
+better than their whole-text vector: +0.0016 need → capability without it, interval across 0;
+short ones, such as CSL titles, rank better with it: docs/quality.md).
 """
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ NEED_QUERY_ROLES = ("all", "single", "none")
 
 @dataclass(frozen=True)
 class EncodePlan:
-    whole_from_passages: bool = True
-    need_query_role: str = "all"
+    whole_from_passages: bool = False
+    need_query_role: str = "single"
 
     def __post_init__(self) -> None:
         if self.need_query_role not in NEED_QUERY_ROLES:
