@@ -197,6 +197,17 @@ class InProcess:
         # Built as service/search.py builds the serving matcher.
         self.matcher = Matcher(self.engine, RankingModel.load(), KeyTermCache(self.engine.tokenizer), names)
         self.raw_encoder = getattr(self.engine.encoder, "inner", self.engine.encoder)
+        # The yardstick of issue 17: a plain fp32 sentence-transformers encode of one query.
+        from sentence_transformers import SentenceTransformer
+
+        from models.embedding_model import ensure_default_model
+
+        self.plain = SentenceTransformer(str(ensure_default_model(self.state.settings.cache_dir)), device="cpu")
+
+    def plain_encode(self, text: str) -> float:
+        t0 = time.perf_counter()
+        self.plain.encode([text], prompt="query: ", normalize_embeddings=True, show_progress_bar=False)
+        return time.perf_counter() - t0
 
     def raw_search(self, need_id: str) -> float:
         """What the index itself does for a match by id: filter mask, FAISS top-100, BM25 top-50."""
@@ -289,8 +300,10 @@ def measure(size: int, dense_kind: str, workdir: Path, rounds: int, searches: in
             local.raw_search(warm)
         http.call("POST", "/v1/search", {"query": "预热"})
         local.raw_encoder.encode_queries(["预热"])
+        local.plain_encode("预热")
         res: dict[str, list[float]] = {k: [] for k in ("raw", "http_match", "server_match", "http_search",
-                                                       "server_search", "encoder", "http_floor")}
+                                                       "server_search", "encoder", "http_floor",
+                                                       "plain_encoder")}
         load_before = os.getloadavg()[0]
         steps_match: list[dict[str, float]] = []
         steps_search: list[dict[str, float]] = []
@@ -312,6 +325,7 @@ def measure(size: int, dense_kind: str, workdir: Path, rounds: int, searches: in
             t0 = time.perf_counter()
             local.raw_encoder.encode_queries([text])
             res["encoder"].append(time.perf_counter() - t0)
+            res["plain_encoder"].append(local.plain_encode(text))
             t0 = time.perf_counter()
             status, body = http.call("POST", "/v1/search", {"query": text, "target": "capabilities", "limit": 10})
             res["http_search"].append(time.perf_counter() - t0)

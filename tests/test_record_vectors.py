@@ -86,6 +86,7 @@ def test_empty_and_bad_plans():
 
 def test_progress_reaches_the_total():
     seen: list[tuple[int, int]] = []
-    encode_records([SHORT, LONG], FakeEncoder(), EncodePlan(need_query_role="all"), lambda d, t: seen.append((d, t)))
+    encode_records([SHORT, LONG], FakeEncoder(), EncodePlan(whole_from_passages=True, need_query_role="all"),
+                   lambda d, t: seen.append((d, t)))
     assert seen[-1][0] == seen[-1][1] == 5  # 1 + 2 passages, 2 queries
     assert all(d <= t for d, t in seen)
