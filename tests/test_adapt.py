@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from indexer.adaptation import data as adapt_data, evaluate as adapt_eval, weights as adapt_ranking
 from indexer.ranking.hybrid import FEATURES, SIGNALS, RankingModel
-from indexer.retrieval.embedding import Encoder
+from indexer.retrieval.embedding import Encoder, backend_suffix
 from indexer.retrieval.versions import active_version as active_index
 from indexer.retrieval.versions import index_root
 from indexer.retrieval.versions import read_manifest as read_index_manifest
@@ -282,7 +282,8 @@ def assert_consistent(client: TestClient) -> dict[str, Any]:
         active = next(v for v in status["items"] if v["active"])
         assert active["model"] == manifest["model"]
     else:
-        assert manifest["model"] == status["base_model"]
+        # the base model's identity, as the serving backend names its vectors
+        assert manifest["model"] == status["base_model"] + backend_suffix(engine.encoder)
     return status
 
 

@@ -16,6 +16,7 @@ from indexer.retrieval.embedding import (
     EmbeddingCache,
     SentenceTransformerEncoder,
     backend_of,
+    backend_suffix,
     load_encoder,
     load_like,
 )
@@ -71,7 +72,8 @@ def test_order_kept_across_length_sorted_batches(onnx_encoder):
 
 
 def test_backend_has_its_own_cache_identity(onnx_encoder, torch_encoder, tmp_path):
-    assert onnx_encoder.name == torch_encoder.name + "+onnx-fp32"
+    assert onnx_encoder.name == torch_encoder.name + "+onnx-fp32" == torch_encoder.name + backend_suffix(onnx_encoder)
+    assert backend_suffix(torch_encoder) == ""
     assert (backend_of(onnx_encoder), backend_of(CachedEncoder(torch_encoder, EmbeddingCache(tmp_path / "x")))) \
         == ("onnx", "torch")
     cache = EmbeddingCache(tmp_path / "emb.sqlite")

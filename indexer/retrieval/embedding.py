@@ -303,6 +303,12 @@ def backend_of(encoder: Encoder) -> str:
     return "torch" if quantization is None else ("onnx" if quantization == "fp32" else f"onnx-{quantization}")
 
 
+def backend_suffix(encoder: Encoder) -> str:
+    """What the backend adds to a model's identity in the encoder's name ("" for torch)."""
+    backend = backend_of(encoder)
+    return "" if backend == "torch" else f"+onnx-{'fp32' if backend == 'onnx' else backend.split('-', 1)[1]}"
+
+
 def load_like(encoder: Encoder, folder: Path) -> Encoder:
     """A model folder (an adapted version) on the same backend as `encoder`; an ONNX backend
     exports the folder's graph here, in the job that made it."""
@@ -314,6 +320,6 @@ def load_like(encoder: Encoder, folder: Path) -> Encoder:
 
 __all__ = [
     "CacheKey", "CachedEncoder", "EmbeddingCache", "Encoder", "PASSAGE", "QUERY",
-    "BACKENDS", "SentenceTransformerEncoder", "backend_of", "folder_identity", "load_encoder", "load_like",
+    "BACKENDS", "SentenceTransformerEncoder", "backend_of", "backend_suffix", "folder_identity", "load_encoder", "load_like",
     "text_key",
 ]
