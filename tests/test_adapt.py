@@ -1,8 +1,6 @@
-"""Encoder adaptation: model versions, the guard, and real adaptation runs through the admin API.
-
-The integration tests share one service (SQLite, two demo domains, real e5 model) and run
-in file order: adapt → refused candidate → crash → restart → rollback.
-"""
+"""Encoder adaptation: model versions, the guard, and real adaptation runs through the admin API. The
+integration tests share one service (SQLite, two demo domains, real e5 model) and run in file order:
+adapt → refused candidate → crash → restart → rollback."""
 from __future__ import annotations
 
 import hashlib
