@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.serving import spawn_service
+
 SEARCHES = ["山洪灾害监测预警", "养老院老人跌倒检测", "县域医共体远程会诊", "工业园区危化品泄漏监测", "茶园病虫害绿色防控",
             "城市内涝积水感知", "低空无人机物流配送", "新能源汽车电池回收", "中小学课堂教学数字化", "文旅景区客流预测",
             "长江航道船舶智能调度", "光伏电站运维巡检", "食品冷链温度追溯", "社区网格化治理平台", "数控机床预测性维护"]
@@ -191,31 +191,10 @@ async def during_bulk(t: Target, http: httpx.AsyncClient, args: argparse.Namespa
 
 
 def spawn(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     admin, client = "load-admin", "load-client"
-    env = {**os.environ, "SCENEMATCH_DATA_DIR": str(workdir / "data"), "SCENEMATCH_ADMIN_TOKEN": admin,
-           "SCENEMATCH_CLIENT_TOKENS": client, "SCENEMATCH_LOAD_DEMO": "true", "SCENEMATCH_LOG_LEVEL": "WARNING"}
-    script = Path(sys.executable).with_name("scenematch")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import app; app()"]
-    log = (workdir / "serve.log").open("wb")
-    proc = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 1800
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"scenematch serve exited ({proc.returncode}); see {workdir / 'serve.log'}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                return proc, base, admin, client
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("service not ready after 30 minutes")
-        time.sleep(0.5)
+    proc, base = spawn_service(workdir, {"SCENEMATCH_ADMIN_TOKEN": admin, "SCENEMATCH_CLIENT_TOKENS": client,
+                                         "SCENEMATCH_LOAD_DEMO": "true"})
+    return proc, base, admin, client
 
 
 async def main_async(args: argparse.Namespace, base: str, admin: str, client: str) -> None:
