@@ -193,39 +193,53 @@ def realistic_build(folder: Path, backends: list[str], fixed: dict[str, float]) 
     return rows
 
 
+def labelled_collections(csl: Path, csl_limit: int | None, tmp: Path) -> tuple[dict[str, Any], list[tuple[str, str, Any]]]:
+    """Real engines on the realistic corpus stored without domains and on CSL dev (built with the encoder
+    the environment's settings name), and their labelled queries: [(name, engine key, queries)], both
+    directions of the realistic corpus."""
+    from indexer.ranking import evaluation as ev
+    from service.cli.evaluation import engine_with, seed_corpus, seed_corpus_engine
+
+    _, _, labels = seed_corpus("realistic")
+    needs, caps, csl_queries = ev.csl_records(ev.read_csl(csl, csl_limit))
+    engines = {"realistic": seed_corpus_engine("realistic", tmp / "r", as_clients_send=True),
+               "csl": engine_with((needs, caps), tmp / "c")}
+    return engines, [("realistic need → capability", "realistic", ev.demo_queries(labels)),
+                     ("realistic capability → need", "realistic", ev.demo_queries(labels, reverse=True)),
+                     (f"CSL {csl.name} title → abstract", "csl", csl_queries)]
+
+
 def quality(backends: list[str], csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
     """nDCG@10 of the dense signal and of the shipped ranking per serving backend: the realistic corpus
     stored without domains (both directions) and CSL dev, each backend paired against the first."""
     from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import RankingModel
-    from service.cli.evaluation import engine_with, seed_corpus, seed_corpus_engine
 
     model = RankingModel.load()
-    _, _, labels = seed_corpus("realistic")
-    needs, caps, csl_queries = ev.csl_records(ev.read_csl(csl, csl_limit))
-    collections = [("realistic need → capability", "realistic", ev.demo_queries(labels)),
-                   ("realistic capability → need", "realistic", ev.demo_queries(labels, reverse=True)),
-                   (f"CSL {csl.name} title → abstract", "csl", csl_queries)]
-    per: dict[str, dict[str, dict[str, dict[str, float]]]] = {}  # backend -> collection -> system -> query
+    base: dict[tuple[str, str], dict[str, float]] = {}  # the first backend's per-query scores
     rows = []
-    for backend in backends:
-        os.environ["SCENEMATCH_ENCODER_BACKEND"] = backend  # what open_engine's Settings read
-        with tempfile.TemporaryDirectory(prefix="bench-encoder-quality-") as tmp:
-            engines = {"realistic": seed_corpus_engine("realistic", Path(tmp) / "r", as_clients_send=True),
-                       "csl": engine_with((needs, caps), Path(tmp) / "c")}
-            for name, source, queries in collections:
-                runs = ev.runs_for(engines[source].snapshot, queries, model, systems=("dense", "shipped"))
-                for system in ("dense", "shipped"):
-                    scores = ev.per_query(queries, runs[system])
-                    per.setdefault(backend, {}).setdefault(name, {})[system] = scores
-                    base = per[backends[0]][name][system]
-                    rows.append({"backend": backend, "collection": name, "system": system,
-                                 "ndcg": float(np.mean(list(scores.values()))),
-                                 "diff": ev.paired_difference(scores, base) if backend != backends[0] else None})
-                    print(rows[-1], flush=True)
-            for engine in engines.values():
-                engine.close()
-    os.environ.pop("SCENEMATCH_ENCODER_BACKEND", None)
+    configured = os.environ.get("SCENEMATCH_ENCODER_BACKEND")
+    try:
+        for backend in backends:
+            os.environ["SCENEMATCH_ENCODER_BACKEND"] = backend  # what open_engine's Settings read
+            with tempfile.TemporaryDirectory(prefix="bench-encoder-quality-") as tmp:
+                engines, collections = labelled_collections(csl, csl_limit, Path(tmp))
+                for name, source, queries in collections:
+                    runs = ev.runs_for(engines[source].snapshot, queries, model, systems=("dense", "shipped"))
+                    for system in ("dense", "shipped"):
+                        scores = ev.per_query(queries, runs[system])
+                        reference = base.setdefault((name, system), scores)
+                        rows.append({"backend": backend, "collection": name, "system": system,
+                                     "ndcg": float(np.mean(list(scores.values()))),
+                                     "diff": None if backend == backends[0] else ev.paired_difference(scores, reference)})
+                        print(rows[-1], flush=True)
+                for engine in engines.values():
+                    engine.close()
+    finally:
+        if configured is None:
+            os.environ.pop("SCENEMATCH_ENCODER_BACKEND", None)
+        else:
+            os.environ["SCENEMATCH_ENCODER_BACKEND"] = configured
     return rows
 
 

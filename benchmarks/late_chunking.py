@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from indexer.retrieval.record_vectors import unit_mean
+
 VARIANTS = ("today", "late", "late+title")
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return (v / n if n > 0 else v).astype(np.float32)
 
 
 class LateChunker:
@@ -56,7 +53,7 @@ class LateChunker:
         shift = len(self.prompt)
         rows = [i for i, (a, b) in enumerate(offsets[:len(vectors)]) if b > a and any(
             a - shift >= s and b - shift <= e for s, e in spans)]
-        return _unit(vectors[rows].mean(axis=0)) if rows else None
+        return unit_mean(vectors[rows]) if rows else None
 
 
 def _without_space(text: str) -> tuple[str, list[int]]:
@@ -74,10 +71,10 @@ def late_encode_records(chunker: LateChunker, with_title: bool):  # noqa: ANN201
         dim = encoder.dim
         chunker.prepare([d.full_text for d in docs])
         doc_vectors = np.zeros((len(docs), dim), np.float32)
-        pieces, offsets, fallback = [], [0], []
+        pieces, offsets, fallback = [], [0], 0
         for i, d in enumerate(docs):
             vectors, _ = chunker.tokens[d.full_text]
-            doc_vectors[i] = _unit(vectors.mean(axis=0))
+            doc_vectors[i] = unit_mean(vectors)
             if len(d.passages) <= 1:
                 rows = [doc_vectors[i]]
             else:
@@ -96,7 +93,7 @@ def late_encode_records(chunker: LateChunker, with_title: bool):  # noqa: ANN201
                         search_from = start + 1  # passages overlap by a sentence, in order
                     if v is None:  # outside the window (or not found): encoded on its own
                         v = encoder.encode_passages([titled])[0]
-                        fallback.append(1)
+                        fallback += 1
                     rows.append(v)
             pieces.append(np.vstack(rows))
             offsets.append(offsets[-1] + len(rows))
@@ -105,34 +102,28 @@ def late_encode_records(chunker: LateChunker, with_title: bool):  # noqa: ANN201
         if query_rows:
             query_vectors = doc_vectors.copy()
             query_vectors[query_rows] = encoder.encode_queries([docs[i].full_text for i in query_rows])
-        chunker.fallbacks += len(fallback)
+        chunker.fallbacks += fallback
         return rv.RecordVectors(doc_vectors, query_vectors, np.vstack(pieces) if pieces else np.zeros((0, dim)),
-                                np.array(offsets, dtype=np.int64), len(docs) + len(fallback) + len(query_rows))
+                                np.array(offsets, dtype=np.int64), len(docs) + fallback + len(query_rows))
 
     return encode
 
 
 def measure(csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
+    from benchmarks.encoder import labelled_collections
     from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import RankingModel
     from indexer.retrieval import builder
-    from service.cli.evaluation import engine_with, seed_corpus, seed_corpus_engine
 
     os.environ["SCENEMATCH_ENCODER_BACKEND"] = "torch"  # the token vectors come from the torch model
     model = RankingModel.load()
-    _, _, labels = seed_corpus("realistic")
-    needs, caps, csl_queries = ev.csl_records(ev.read_csl(csl, csl_limit))
     rows: list[dict[str, Any]] = []
     base: dict[tuple[str, str], dict[str, float]] = {}
     original = builder.encode_records
     with tempfile.TemporaryDirectory(prefix="bench-late-") as tmp:
-        engines = {"realistic": seed_corpus_engine("realistic", Path(tmp) / "r", as_clients_send=True),
-                   "csl": engine_with((needs, caps), Path(tmp) / "c")}
+        engines, collections = labelled_collections(csl, csl_limit, Path(tmp))
         inner = engines["realistic"].encoder.inner
         chunker = LateChunker(inner.model, inner.model.prompts.get("passage", ""))
-        collections = [("realistic need → capability", "realistic", ev.demo_queries(labels)),
-                       ("realistic capability → need", "realistic", ev.demo_queries(labels, reverse=True)),
-                       (f"CSL {csl.name} title → abstract", "csl", csl_queries)]
         for variant in VARIANTS:
             builder.encode_records = original if variant == "today" else late_encode_records(
                 chunker, variant == "late+title")
