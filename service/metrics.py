@@ -45,7 +45,7 @@ class TimedEncoder(Encoder):
         finally:
             self.observe("query", len(texts), time.perf_counter() - start)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
         start = time.perf_counter()
         try:

@@ -92,7 +92,7 @@ class HashEncoder(Encoder):
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._vectors("q", texts)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32, progress: Any = None) -> np.ndarray:
+    def encode_passages(self, texts: list[str], batch_size: int | None = None, progress: Any = None) -> np.ndarray:
         return self._vectors("p", texts)
 
 

@@ -40,7 +40,7 @@ class KeywordEncoder:
 
     encode_queries = _encode
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32, progress=None) -> np.ndarray:
+    def encode_passages(self, texts: list[str], batch_size: int | None = None, progress=None) -> np.ndarray:
         return self._encode(texts)
 
 

@@ -41,8 +41,9 @@ class FakeEncoder(Encoder):
         self.calls.append(("query", list(texts)))
         return np.stack([_fake_vec("q:", t) for t in texts]) if texts else self._empty()
 
-    def encode_passages(self, texts, batch_size=32, progress=None):
+    def encode_passages(self, texts, batch_size=None, progress=None):
         self.calls.append(("passage", list(texts)))
+        batch_size = batch_size or 32
         for done in range(0, len(texts), batch_size):
             if progress:
                 progress(min(done + batch_size, len(texts)), len(texts))

@@ -100,7 +100,7 @@ class CountingEncoder(Encoder):
         self.calls += 1
         return np.ones((len(texts), self.dim), np.float32) / 2
 
-    def encode_passages(self, texts, batch_size=32, progress=None):  # noqa: ANN001, ANN201
+    def encode_passages(self, texts, batch_size=None, progress=None):  # noqa: ANN001, ANN201
         self.calls += 1
         return np.ones((len(texts), self.dim), np.float32) / 2
 

@@ -23,6 +23,7 @@ from models.embedding_model import (
     ensure_default_model,
     read_manifest,
 )
+from models.onnx_model import RECIPES
 
 log = logging.getLogger("scenematch.embedding")
 Progress = Callable[[int, int], None]
@@ -31,7 +32,7 @@ CacheKey = tuple[str, str]  # (encoder name, sha256 hex of role + text)
 QUERY, PASSAGE = "query", "passage"
 # Prompt names other sentence-transformers models use for the document side.
 _PASSAGE_PROMPT_NAMES = ("passage", "document", "corpus")
-_QUERY_BATCH = 32
+_QUERY_BATCH = _PASSAGE_BATCH = 32
 
 
 class Encoder(ABC):
@@ -45,9 +46,10 @@ class Encoder(ABC):
         """Embed search queries (needs, questions)."""
 
     @abstractmethod
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
-        """Embed documents to be searched; ``progress(done, total)`` after each batch."""
+        """Embed documents to be searched; ``progress(done, total)`` after each batch. Without a
+        ``batch_size`` each encoder uses the one measured fastest for it."""
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, self.dim), dtype=np.float32)
@@ -133,9 +135,9 @@ class SentenceTransformerEncoder(Encoder):
             embedding = torch.nn.functional.normalize(self.model(features)["sentence_embedding"], p=2, dim=1)
         return embedding.numpy().astype(np.float32, copy=False)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
-        return self._encode(texts, self.passage_prompt_name, batch_size, progress)
+        return self._encode(texts, self.passage_prompt_name, batch_size or _PASSAGE_BATCH, progress)
 
 
 def text_key(encoder_name: str, role: str, text: str) -> CacheKey:
@@ -253,7 +255,7 @@ class CachedEncoder(Encoder):
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, QUERY, lambda ts, _p: self.inner.encode_queries(ts), None)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
         return self._encode(
             texts, PASSAGE, lambda ts, p: self.inner.encode_passages(ts, batch_size, p), progress)
@@ -306,7 +308,7 @@ def backend_of(encoder: Encoder) -> str:
 def backend_suffix(encoder: Encoder) -> str:
     """What the backend adds to a model's identity in the encoder's name ("" for torch)."""
     backend = backend_of(encoder)
-    return "" if backend == "torch" else f"+onnx-{'fp32' if backend == 'onnx' else backend.split('-', 1)[1]}"
+    return "" if backend == "torch" else f"+onnx-{RECIPES['fp32' if backend == 'onnx' else backend.split('-', 1)[1]]}"
 
 
 def load_like(encoder: Encoder, folder: Path) -> Encoder:

@@ -2,7 +2,7 @@
 
 Tokenizing (the folder's own tokenizer.json, the model's prompts) happens here; pooling and
 normalisation are inside the graph. Batches are sorted by token count so each pads to similar
-lengths. The vectors carry their own name (`<torch name>+onnx-<quantization>`), so the embedding
+lengths. The vectors carry their own name (`<torch name>+onnx-<recipe>`), so the embedding
 cache and index manifests never mix them with the torch encoder's.
 """
 from __future__ import annotations
@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from indexer.retrieval.embedding import PASSAGE, QUERY, Encoder, Progress, folder_identity
-from models.onnx_model import export_onnx, read_stamp
+from models.onnx_model import RECIPES, export_onnx, read_stamp
 
 _PASSAGE_PROMPT_NAMES = (PASSAGE, "document", "corpus")
-_QUERY_BATCH = 32
+# Small batches run fastest here, even sorted by length: texts/s at batch 4 was 1.2-1.5x batch 32
+# for fp32 and int8 on CSL and realistic texts (docs/benchmarks.md "Encoder"): the attention scores of a
+# batch (batch x 12 heads x tokens^2 floats, 60 MB at 32 x 200 tokens) then stay in cache.
+_BATCH = 4
 
 
 def _prompts(folder: Path) -> dict[str, str]:
@@ -63,7 +66,7 @@ class OnnxEncoder(Encoder):
         self.passage_prompt = next((prompts[p] for p in _PASSAGE_PROMPT_NAMES if prompts.get(p)), "")
         self.quantization = quantization
         self.graph_sha256 = stamp.get("graph_sha256", "")
-        self.name = f"{folder_identity(folder)}+onnx-{quantization}"
+        self.name = f"{folder_identity(folder)}+onnx-{RECIPES[quantization]}"
         self.dim = int(self.session.get_outputs()[0].shape[-1] or self._probe_dim())
 
     def _probe_dim(self) -> int:
@@ -98,11 +101,11 @@ class OnnxEncoder(Encoder):
         return out
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts, self.query_prompt, _QUERY_BATCH, None)
+        return self._encode(texts, self.query_prompt, _BATCH, None)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
-        return self._encode(texts, self.passage_prompt, batch_size, progress)
+        return self._encode(texts, self.passage_prompt, batch_size or _BATCH, progress)
 
 
 __all__ = ["OnnxEncoder"]

@@ -98,7 +98,7 @@ class RayEncoder(Encoder):
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._run(texts, "query", None)
 
-    def encode_passages(self, texts: list[str], batch_size: int = 32,
+    def encode_passages(self, texts: list[str], batch_size: int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
         return self._run(texts, "passage", progress)
 
