@@ -33,9 +33,11 @@ class Settings(BaseSettings):
         None, description="sentence-transformers model name or folder; default offline e5-small."
     )
     encoder_backend: str = Field(
-        "onnx", description="What runs the encoder: onnx (ONNX Runtime, fp32, exported offline from the same "
-                            "model folder), onnx-int8 (dynamic int8 quantization) or torch (sentence-transformers). "
-                            "Without onnxruntime, or for a hub model name, torch serves (docs/benchmarks.md \"Encoder\").")
+        "onnx-int8", description="What runs the encoder: onnx-int8 (ONNX Runtime, weights quantized to int8 per "
+                                 "channel, exported offline from the same model folder: about 4x a plain encode, "
+                                 "ranking within 0.002 nDCG@10 of fp32), onnx (the same graph in fp32) or torch "
+                                 "(sentence-transformers). Without onnxruntime, or for a hub model name, torch serves "
+                                 "(docs/benchmarks.md \"Encoder\").")
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted request body.")
     refresh_interval_s: float = Field(1.0, description="How often stored changes are indexed.")
     build_index_on_start: bool = Field(True, description="Build the first index if none exists.")
