@@ -2,9 +2,10 @@
 
     nice .venv/bin/python -m benchmarks.encoder --csl /work/shared/benchmarks/csl/ts_dev.tsv --write
 
-1. Variants: the same CSL dev title + abstract texts (passage role, batch 32, length-sorted)
-   through a plain fp32 sentence-transformers `encode` (the yardstick), the service's torch
-   encoder and the ONNX Runtime encoders (fp32, int8 dynamic): texts/s, one query (a title in the
+1. Variants: the same CSL dev title + abstract texts (passage role, length-sorted, each encoder at
+   its own batch: 32 for sentence-transformers, 4 for ONNX Runtime) through a plain fp32
+   sentence-transformers `encode` (the yardstick), the service's torch encoder and the ONNX Runtime
+   encoders (fp32, int8 dynamic per channel): texts/s, one query (a title in the
    query role, p50), cosine agreement of each text's vector with the plain one.
 2. Reindex: per backend, 300 fresh records (CSL dev title + abstract as capabilities, records the
    variants did not use) stored in a fresh SQLite database and fully indexed with a cold embedding
@@ -209,10 +210,28 @@ def labelled_collections(csl: Path, csl_limit: int | None, tmp: Path) -> tuple[d
                      (f"CSL {csl.name} title → abstract", "csl", csl_queries)]
 
 
+def paired_scores(engines: dict[str, Any], collections: list[tuple[str, str, Any]], model: Any,
+                  base: dict[tuple[str, str], dict[str, float]], label: dict[str, Any]) -> list[dict[str, Any]]:
+    """nDCG@10 of the dense signal and the shipped ranking on each collection, each paired against the
+    per-query scores in `base` (the first call's, which it fills). Rows carry `label` and the source."""
+    from indexer.ranking import evaluation as ev
+
+    rows = []
+    for name, source, queries in collections:
+        runs = ev.runs_for(engines[source].snapshot, queries, model, systems=("dense", "shipped"))
+        for system in ("dense", "shipped"):
+            scores = ev.per_query(queries, runs[system])
+            reference = base.setdefault((name, system), scores)
+            rows.append({**label, "source": source, "collection": name, "system": system,
+                         "ndcg": float(np.mean(list(scores.values()))),
+                         "diff": None if reference is scores else ev.paired_difference(scores, reference)})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def quality(backends: list[str], csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
     """nDCG@10 of the dense signal and of the shipped ranking per serving backend: the realistic corpus
     stored without domains (both directions) and CSL dev, each backend paired against the first."""
-    from indexer.ranking import evaluation as ev
     from indexer.ranking.hybrid import RankingModel
 
     model = RankingModel.load()
@@ -224,15 +243,7 @@ def quality(backends: list[str], csl: Path, csl_limit: int | None) -> list[dict[
             os.environ["SCENEMATCH_ENCODER_BACKEND"] = backend  # what open_engine's Settings read
             with tempfile.TemporaryDirectory(prefix="bench-encoder-quality-") as tmp:
                 engines, collections = labelled_collections(csl, csl_limit, Path(tmp))
-                for name, source, queries in collections:
-                    runs = ev.runs_for(engines[source].snapshot, queries, model, systems=("dense", "shipped"))
-                    for system in ("dense", "shipped"):
-                        scores = ev.per_query(queries, runs[system])
-                        reference = base.setdefault((name, system), scores)
-                        rows.append({"backend": backend, "collection": name, "system": system,
-                                     "ndcg": float(np.mean(list(scores.values()))),
-                                     "diff": None if backend == backends[0] else ev.paired_difference(scores, reference)})
-                        print(rows[-1], flush=True)
+                rows += paired_scores(engines, collections, model, base, {"backend": backend})
                 for engine in engines.values():
                     engine.close()
     finally:
@@ -241,6 +252,19 @@ def quality(backends: list[str], csl: Path, csl_limit: int | None) -> list[dict[
         else:
             os.environ["SCENEMATCH_ENCODER_BACKEND"] = configured
     return rows
+
+
+def csl_arguments(description: str) -> argparse.Namespace:
+    """The command line of the quality-only scripts: the CSL dev file and how many of its pairs to use."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--csl", type=Path, required=True, help="CSL title→abstract file (dev split)")
+    parser.add_argument("--csl-limit", type=int, default=500)
+    return parser.parse_args()
+
+
+def paired_text(diff: dict[str, float] | None) -> str:
+    """A paired difference as "+0.0012 [-0.0010, +0.0034]" (mean and 95% interval); "" for the reference."""
+    return "" if diff is None else f"{diff['mean']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]"
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -252,7 +276,8 @@ def render(var_rows: list[dict[str, Any]], re_rows: list[dict[str, Any]], real_r
     load = os.getloadavg()[0]
     lines = [SECTION, "", f"Command: `{command}` (measured {time.strftime('%Y-%m-%d')}, 2 cores shared with other "
              f"work, load average {load:.1f} at the end).", "",
-             f"Variants: {n_texts} CSL dev title + abstract texts, passage role, batch 32, sorted by length; one query "
+             f"Variants: {n_texts} CSL dev title + abstract texts, passage role, sorted by length, each encoder at its own "
+             "batch (the plain one and torch 32, ONNX Runtime 4); one query "
              "= p50 of 30 titles in the query role, one at a time; cosine = agreement of each vector with the plain one.",
              ""]
     lines += table(["encoder", "texts/s", "one query ms", "cosine mean", "cosine min"],
@@ -264,8 +289,7 @@ def render(var_rows: list[dict[str, Any]], re_rows: list[dict[str, Any]], real_r
                   f"in brackets the paired difference to {first} with its 95% bootstrap interval over queries):", ""]
         lines += table(["backend", "collection", "system", "nDCG@10", f"vs {first}"],
                        [[r["backend"], r["collection"], r["system"], f"{r['ndcg']:.4f}",
-                         "" if r["diff"] is None else
-                         f"{r['diff']['mean']:+.4f} [{r['diff']['low']:+.4f}, {r['diff']['high']:+.4f}]"]
+                         paired_text(r["diff"])]
                         for r in q_rows])
     lines += ["", "Full reindex of fresh records (CSL dev title + abstract as capabilities, cold embedding cache) "
               "against the plain encoder's texts/s on the same texts, timed just before and after the build. "
@@ -299,8 +323,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=192, help="Texts for the variants")
     parser.add_argument("--records", type=int, default=300, help="Fresh records for the reindex")
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
-    parser.add_argument("--reindex-backends", default="torch,onnx")
-    parser.add_argument("--realistic-backends", default="onnx", help="Cold realistic-corpus builds (empty: none)")
+    parser.add_argument("--reindex-backends", default="torch,onnx,onnx-int8")
+    parser.add_argument("--realistic-backends", default="onnx,onnx-int8", help="Cold realistic-corpus builds (empty: none)")
     parser.add_argument("--quality-backends", default="onnx,onnx-int8",
                         help="nDCG@10 per serving backend, the first the reference (empty: none)")
     parser.add_argument("--csl-limit", type=int, help="Only the first N CSL dev pairs for the quality part")

@@ -13,12 +13,13 @@ titled passages carry the title. Nothing in the service uses it.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.encoder import csl_arguments, paired_text
 
 import numpy as np
 
@@ -110,8 +111,7 @@ def late_encode_records(chunker: LateChunker, with_title: bool):  # noqa: ANN201
 
 
 def measure(csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
-    from benchmarks.encoder import labelled_collections
-    from indexer.ranking import evaluation as ev
+    from benchmarks.encoder import labelled_collections, paired_scores
     from indexer.ranking.hybrid import RankingModel
     from indexer.retrieval import builder
 
@@ -137,15 +137,8 @@ def measure(csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
                 n = sum(engine.snapshot.counts().values())
                 texts[source] = sum(v for k, v in timings.items() if k.endswith("texts_encoded")) / max(1, n)
                 print(f"{variant} {source}: built in {time.perf_counter() - t0:.0f} s", flush=True)
-            for name, source, queries in collections:
-                runs = ev.runs_for(engines[source].snapshot, queries, model, systems=("dense", "shipped"))
-                for system in ("dense", "shipped"):
-                    scores = ev.per_query(queries, runs[system])
-                    reference = base.setdefault((name, system), scores)
-                    rows.append({"variant": variant, "collection": name, "system": system,
-                                 "texts_per_record": texts[source], "ndcg": float(np.mean(list(scores.values()))),
-                                 "diff": None if variant == "today" else ev.paired_difference(scores, reference)})
-                    print(rows[-1], flush=True)
+            rows += [{**r, "texts_per_record": texts[r["source"]]}
+                     for r in paired_scores(engines, collections, model, base, {"variant": variant})]
         builder.encode_records = original
         print(f"late passes {chunker.passes}, passages encoded on their own {chunker.fallbacks}", flush=True)
         for engine in engines.values():
@@ -158,17 +151,13 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
              "| variant | collection | system | texts per record | nDCG@10 | vs today (95% paired interval) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        diff = "" if r["diff"] is None else f"{r['diff']['mean']:+.4f} [{r['diff']['low']:+.4f}, {r['diff']['high']:+.4f}]"
         lines.append(f"| {r['variant']} | {r['collection']} | {r['system']} | {r['texts_per_record']:.2f} "
-                     f"| {r['ndcg']:.4f} | {diff} |")
+                     f"| {r['ndcg']:.4f} | {paired_text(r['diff'])} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--csl", type=Path, required=True, help="CSL title→abstract file (dev split)")
-    parser.add_argument("--csl-limit", type=int, default=500)
-    args = parser.parse_args()
+    args = csl_arguments(__doc__.split("\n")[0])
     rows = measure(args.csl, args.csl_limit)
     print(render(rows, f"nice .venv/bin/python -m benchmarks.late_chunking --csl {args.csl} "
                        f"--csl-limit {args.csl_limit}"))
