@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.retrieval.embedding import Encoder, Progress, load_encoder
+from indexer.retrieval.embedding import Encoder, Progress, backend_of, load_encoder
 
 log = logging.getLogger("scenematch.ray")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +43,11 @@ def loopback_only() -> None:
 
 
 class _EmbedActor:
-    """One loaded model per actor (Ray constructs it once and feeds it batches)."""
+    """One loaded model per actor (Ray constructs it once and feeds it batches), on the backend the
+    build's own encoder runs on: its vectors carry that encoder's name."""
 
-    def __init__(self, model: str | None, cache_dir: str, role: str):
-        self.encoder = load_encoder(model, Path(cache_dir))
+    def __init__(self, model: str | None, cache_dir: str, role: str, backend: str):
+        self.encoder = load_encoder(model, Path(cache_dir), backend)
         self.role = role
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -65,6 +66,7 @@ class RayEncoder(Encoder):
 
         self.name, self.dim = base.name, base.dim  # the same model: its versions serve as in-process ones
         self.model, self.cache_dir, self.actors = model, str(cache_dir), actors
+        self.backend = backend_of(base)  # torch, onnx or onnx-int8, as in process
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -84,7 +86,8 @@ class RayEncoder(Encoder):
             return self._empty()
         dataset = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
         embedded = dataset.map_batches(
-            _EmbedActor, fn_constructor_kwargs={"model": self.model, "cache_dir": self.cache_dir, "role": role},
+            _EmbedActor, fn_constructor_kwargs={"model": self.model, "cache_dir": self.cache_dir, "role": role,
+                                   "backend": self.backend},
             batch_size=RAY_BATCH, concurrency=self.actors, batch_format="numpy", num_cpus=1)
         out = np.empty((len(texts), self.dim), np.float32)
         done = 0
