@@ -3,9 +3,9 @@
 `RayEncoder` is an `Encoder` like the in-process one, so the builder is unchanged: the texts
 a build embeds become a Ray dataset, `map_batches` sends them through a pool of actors that
 each hold one loaded copy of the same model, and the vectors come back in input order into
-the version being built. Each actor embeds its batch with the in-process encoder itself, so
-the vectors are those of an in-process build, equal up to float rounding (texts meet other
-batch neighbours, so padding and kernel shapes differ).
+the version being built. Each actor embeds its batch with the in-process encoder itself, on
+its backend, so the vectors are those of an in-process build up to batching: texts meet other
+batch neighbours (fp32 agrees to float rounding; int8 scales activations per batch, cosine > 0.995).
 
 Without an address, Ray starts locally bound to 127.0.0.1 (it listens on every interface by
 default: see `loopback_only`) with its own temp dir, and is shut down when the encoder is closed. With one, it
