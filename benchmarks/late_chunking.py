@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.encoder import csl_arguments, paired_text
+from benchmarks.encoder import csl_arguments, paired_text, table
 
 import numpy as np
 
@@ -147,13 +147,11 @@ def measure(csl: Path, csl_limit: int | None) -> list[dict[str, Any]]:
 
 
 def render(rows: list[dict[str, Any]], command: str) -> str:
-    lines = [f"Command: `{command}` (measured {time.strftime('%Y-%m-%d')}, torch encoder).", "",
-             "| variant | collection | system | texts per record | nDCG@10 | vs today (95% paired interval) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['collection']} | {r['system']} | {r['texts_per_record']:.2f} "
-                     f"| {r['ndcg']:.4f} | {paired_text(r['diff'])} |")
-    return "\n".join(lines) + "\n"
+    header = ["variant", "collection", "system", "texts per record", "nDCG@10", "vs today (95% paired interval)"]
+    body = [[r["variant"], r["collection"], r["system"], f"{r['texts_per_record']:.2f}", f"{r['ndcg']:.4f}",
+             paired_text(r["diff"])] for r in rows]
+    return "\n".join([f"Command: `{command}` (measured {time.strftime('%Y-%m-%d')}, torch encoder).", "",
+                      *table(header, body)]) + "\n"
 
 
 def main() -> None:

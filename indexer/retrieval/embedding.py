@@ -291,10 +291,15 @@ def load_encoder(model: str | None, cache_dir: Path, backend: str = "torch") -> 
     return SentenceTransformerEncoder(folder if folder is not None else str(model))
 
 
+def quantization_of(backend: str) -> str | None:
+    """The ONNX graph a backend runs ("fp32", "int8"), or None for torch."""
+    return None if backend == "torch" else ("int8" if backend == "onnx-int8" else "fp32")
+
+
 def _onnx_encoder(folder: Path, backend: str) -> Encoder:
     from indexer.retrieval.onnx_encoder import OnnxEncoder
 
-    return OnnxEncoder(folder, "int8" if backend == "onnx-int8" else "fp32")
+    return OnnxEncoder(folder, quantization_of(backend))
 
 
 def backend_of(encoder: Encoder) -> str:
@@ -307,8 +312,8 @@ def backend_of(encoder: Encoder) -> str:
 
 def backend_suffix(encoder: Encoder) -> str:
     """What the backend adds to a model's identity in the encoder's name ("" for torch)."""
-    backend = backend_of(encoder)
-    return "" if backend == "torch" else f"+onnx-{RECIPES['fp32' if backend == 'onnx' else backend.split('-', 1)[1]]}"
+    quantization = quantization_of(backend_of(encoder))
+    return "" if quantization is None else f"+onnx-{RECIPES[quantization]}"
 
 
 def load_like(encoder: Encoder, folder: Path) -> Encoder:
@@ -323,5 +328,6 @@ def load_like(encoder: Encoder, folder: Path) -> Encoder:
 __all__ = [
     "CacheKey", "CachedEncoder", "EmbeddingCache", "Encoder", "PASSAGE", "QUERY",
     "BACKENDS", "SentenceTransformerEncoder", "backend_of", "backend_suffix", "folder_identity", "load_encoder", "load_like",
+    "quantization_of",
     "text_key",
 ]

@@ -36,9 +36,10 @@ def build_model() -> None:
     typer.echo(f"model ready: {path}" if path == folder else f"model ready: {path}")
     if settings.encoder_backend != "torch":
         # The ONNX Runtime graph is exported here, at set-up, from the folder just built.
+        from indexer.retrieval.embedding import quantization_of
         from models.onnx_model import OnnxExportError, export_onnx
 
-        quantization = "int8" if settings.encoder_backend == "onnx-int8" else "fp32"
+        quantization = quantization_of(settings.encoder_backend)
         try:
             typer.echo(f"ONNX Runtime graph ready: {export_onnx(path, quantization)}")
         except (ImportError, OnnxExportError) as exc:
